@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Sets up pgml_plpy on a fresh Debian/Ubuntu machine: PostgreSQL with PL/Python from apt, and
+# the venv (.venv) holding the package, built with the distribution's python3 (the Python
+# that PL/Python runs). Safe to re-run.
+#   bash scripts/setup.sh           # what the demo and a server need
+#   bash scripts/setup.sh --tests   # plus the test tools and the transformers 4.x reference overlay
+# Environment: PG_MAJOR (default: the installed or the distribution's PostgreSQL),
+# PGML_VENV (default .venv), TORCH_SPEC (default the CPU wheel torch==2.13.0; a GPU user
+# sets it to a CUDA build).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$PWD
+VENV=${PGML_VENV:-$REPO/.venv}
+TESTS=0
+[ "${1:-}" = "--tests" ] && TESTS=1
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ -z "${PG_MAJOR:-}" ]; then
+  PG_MAJOR=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1)
+  if [ -z "$PG_MAJOR" ]; then
+    as_root apt-get update -qq
+    PG_MAJOR=$(apt-cache depends postgresql | sed -n 's/.*Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -n 1)
+  fi
+fi
+missing=()
+for pkg in "postgresql-$PG_MAJOR" "postgresql-plpython3-$PG_MAJOR" python3-venv; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $(/usr/bin/python3 --version)"
+  /usr/bin/python3 -m venv "$VENV"
+fi
+pip() { "$VENV/bin/pip" --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+pip install --upgrade pip
+"$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "${TORCH_SPEC:-torch==2.13.0}"
+extra=""
+[ $TESTS = 1 ] && extra="[test]"
+pip install -c constraints.txt -e ".$extra"
+"$VENV/bin/python" -c "import pgml_plpy, torch, transformers" \
+  || { echo "setup: the venv $VENV is incomplete" >&2; exit 1; }
+
+if [ $TESTS = 1 ] && [ ! -d "$VENV/tf4/transformers" ]; then
+  # transformers 4.x next to the venv's torch, to compare the re-implemented pipelines with 4.x.
+  pip install --target "$VENV/tf4" --no-deps -c constraints-tf4.txt transformers huggingface-hub tokenizers
+fi
+
+if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -r "$VENV/pyvenv.cfg"; then
+  echo "setup: the postgres OS user cannot read $VENV; move the checkout where it can (not under /root)" >&2
+  exit 1
+fi
+echo "setup: ready ($VENV, PostgreSQL $PG_MAJOR)"

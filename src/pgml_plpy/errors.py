@@ -1,0 +1,86 @@
+"""Errors that reach SQL as one readable line, a SQLSTATE and, where useful, a hint.
+
+Everything raised towards PostgreSQL goes through `to_pgml_error`, so a caller never
+sees a bare Python traceback as the only explanation.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class PgmlError(Exception):
+    """An error with the SQLSTATE PostgreSQL should report."""
+
+    sqlstate = "38000"  # external_routine_exception
+
+    def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None,
+                 sqlstate: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.detail = detail
+        if sqlstate:
+            self.sqlstate = sqlstate
+
+
+class InvalidParameter(PgmlError):
+    sqlstate = "22023"  # invalid_parameter_value
+
+
+class NullValue(PgmlError):
+    sqlstate = "22004"  # null_value_not_allowed
+
+
+class InvalidJson(PgmlError):
+    sqlstate = "22P02"  # invalid_text_representation
+
+
+class ModelNotFound(PgmlError):
+    sqlstate = "58P01"  # undefined_file
+
+
+class NotSupported(PgmlError):
+    sqlstate = "0A000"  # feature_not_supported
+
+
+class PermissionDenied(PgmlError):
+    sqlstate = "42501"  # insufficient_privilege
+
+
+class InstallError(PgmlError):
+    sqlstate = "55000"  # object_not_in_prerequisite_state
+
+
+class OutOfMemory(PgmlError):
+    sqlstate = "53200"  # out_of_memory
+
+
+_MAX_MESSAGE = 400
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace so that a library's multi-line message fits one line."""
+    text = re.sub(r"\s+", " ", str(text)).strip()
+    if len(text) > _MAX_MESSAGE:
+        text = text[: _MAX_MESSAGE - 3] + "..."
+    return text
+
+
+def to_pgml_error(exc: BaseException, doing: str) -> PgmlError:
+    """Translate an exception raised by a library while `doing` something into a PgmlError.
+
+    ValueError / TypeError / KeyError from a model call almost always mean arguments the
+    model or tokenizer rejected, so they are reported as invalid parameters.
+    """
+    if isinstance(exc, PgmlError):
+        return exc
+    full = str(exc) or type(exc).__name__
+    detail = full if len(full) > _MAX_MESSAGE or "\n" in full.strip() else None
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return OutOfMemory(f"{doing}: out of memory: {one_line(full)}",
+                           hint="Use a smaller model, a smaller batch_size, or fewer inputs per call.",
+                           detail=detail)
+    if isinstance(exc, (ValueError, TypeError, KeyError)):
+        return InvalidParameter(f"{doing}: {one_line(full)}", detail=detail)
+    return PgmlError(f"{doing}: {type(exc).__name__}: {one_line(full)}", detail=detail)

@@ -1,0 +1,185 @@
+"""Finding and loading models: local folders or the server's Hugging Face cache.
+
+`load_pretrained` is the one place that turns a TaskSpec's loader options into
+from_pretrained keyword arguments, places the model on the requested device and
+checks that it really got there (never a silent CPU fallback).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import InvalidParameter, ModelNotFound, NotSupported, PermissionDenied, to_pgml_error
+from .settings import Settings
+
+_DTYPES = {"float32", "float16", "bfloat16", "float64", "auto"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where from_pretrained reads a model: a folder, or a hub id plus cache options."""
+
+    name: str                 # what from_pretrained gets: folder path or hub id
+    is_local: bool
+    hub_kwargs: dict          # revision / token / cache_dir / local_files_only
+
+
+def resolve(model: str, options: dict, settings: Settings) -> Source:
+    """A local folder, or a hub id that is cached (or downloadable when allowed)."""
+    if model.startswith(("/", "./", "../", "~")):
+        path = os.path.expanduser(model)
+        if not os.path.isdir(path):
+            raise ModelNotFound(f"model folder {model} does not exist on the database server",
+                                hint="Local models are folders on the server, readable by its OS user.")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ModelNotFound(f"model folder {model} is not readable by the database server's OS user",
+                                hint=f"chmod -R a+rX {model}")
+        return Source(path, True, {})
+
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError as exc:
+        raise InvalidParameter(f"model {model!r} is neither an absolute folder path nor a hub id: {exc}") from None
+    kwargs = {"local_files_only": not settings.hub_downloads}
+    for key in ("revision", "token"):
+        if options.get(key) is not None:
+            kwargs[key] = options[key]
+    if settings.huggingface_cache:
+        kwargs["cache_dir"] = settings.huggingface_cache
+    if not settings.hub_downloads:
+        cached = try_to_load_from_cache(model, "config.json", cache_dir=settings.huggingface_cache,
+                                        revision=options.get("revision"))
+        if not isinstance(cached, str):
+            from huggingface_hub.constants import HF_HUB_CACHE
+
+            where = settings.huggingface_cache or HF_HUB_CACHE
+            raise ModelNotFound(
+                f"model {model} is not in the database server's Hugging Face cache ({where})",
+                hint=(f"Download it where the hub is reachable (hf download {model}) and copy the cache to the "
+                      "server, pass a local folder as model, or let a superuser allow downloads: "
+                      "UPDATE pgml.settings SET value = 'true' WHERE name = 'hub_downloads'."))
+    return Source(model, False, kwargs)
+
+
+def device_for(options: dict):
+    """The torch.device the options ask for (None when device_map places the model)."""
+    import torch
+
+    if options.get("device_map") is not None:
+        if options.get("device") is not None:
+            raise InvalidParameter("give either device or device_map, not both")
+        return None
+    device = options.get("device")
+    if device is None:
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, bool) or not isinstance(device, (int, str)):
+        raise InvalidParameter(f"device must be a string or a GPU index, not {device!r}")
+    if isinstance(device, int):
+        device = "cpu" if device < 0 else f"cuda:{device}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise InvalidParameter(f"device {device!r} is not a torch device: {exc}") from None
+    if dev.type == "cpu":
+        return dev
+    backend = getattr(torch, dev.type, None)
+    if dev.type == "mps":
+        available, count = torch.backends.mps.is_available(), 1
+    elif backend is not None and hasattr(backend, "is_available"):
+        available = backend.is_available()
+        count = backend.device_count() if available and hasattr(backend, "device_count") else 0
+    else:
+        available, count = False, 0
+    if not available:
+        raise NotSupported(f"device {device!r} was requested but this server's torch {torch.__version__} cannot use it",
+                           hint="Install a torch build for that device in the venv, or ask for device cpu.")
+    if dev.index is not None and dev.index >= count:
+        raise InvalidParameter(f"device {device!r} does not exist: this server has {count} {dev.type} device(s)")
+    return dev
+
+
+def pretrained_kwargs(options: dict, source: Source, settings: Settings) -> dict:
+    """from_pretrained keyword arguments for the loader options (model and tokenizer share the hub ones)."""
+    import transformers
+
+    kwargs = dict(source.hub_kwargs)
+    if options.get("trust_remote_code"):
+        if not settings.huggingface_trust_remote_code:
+            raise PermissionDenied(
+                "trust_remote_code is not allowed on this server",
+                hint="It runs Python code shipped with the model as the database's OS user. A superuser may allow "
+                     "it: UPDATE pgml.settings SET value = 'true' WHERE name = 'huggingface_trust_remote_code'.")
+        kwargs["trust_remote_code"] = True
+    dtype = options.get("torch_dtype")
+    if dtype is not None:
+        if dtype not in _DTYPES:
+            raise InvalidParameter(f"torch_dtype {dtype!r} is not one of {', '.join(sorted(_DTYPES))}")
+        import torch
+        value = dtype if dtype == "auto" else getattr(torch, dtype)
+        # transformers 4.56 renamed torch_dtype to dtype.
+        new_name = tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56)
+        kwargs["dtype" if new_name else "torch_dtype"] = value
+    if options.get("device_map") is not None:
+        kwargs["device_map"] = options["device_map"]
+    if options.get("attn_implementation") is not None:
+        kwargs["attn_implementation"] = options["attn_implementation"]
+    bits = [b for b in ("load_in_8bit", "load_in_4bit") if options.get(b)]
+    if bits:
+        if len(bits) == 2:
+            raise InvalidParameter("load_in_8bit and load_in_4bit exclude each other")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise NotSupported(f"{bits[0]} needs the bitsandbytes package in the venv and a CUDA GPU") from None
+        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(**{bits[0]: True})
+    extra = options.get("model_kwargs") or {}
+    if not isinstance(extra, dict):
+        raise InvalidParameter("model_kwargs must be a JSON object")
+    kwargs.update(extra)
+    return kwargs
+
+
+def load_pretrained(auto_class, options: dict, source: Source, settings: Settings, task: str):
+    """Load (model, tokenizer, device) for a task, on the requested device."""
+    import transformers
+
+    device = device_for(options)
+    kwargs = pretrained_kwargs(options, source, settings)
+    tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in ("revision", "token", "cache_dir",
+                                                                   "local_files_only", "trust_remote_code")}
+    doing = f"loading {source.name} for {task}"
+    try:
+        model = auto_class.from_pretrained(source.name, **kwargs)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source.name, **tokenizer_kwargs)
+    except OSError as exc:
+        raise ModelNotFound(f"{doing}: {exc}".split("\n")[0],
+                            hint="Check the model id or folder, and that it holds config.json, weights and "
+                                 "tokenizer files.") from None
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc) or "Unrecognized model" in str(exc):
+            raise InvalidParameter(f"model {source.name} cannot do {task}: its architecture has no "
+                                   f"{auto_class.__name__} head",
+                                   hint="Pick a model trained for this task.") from None
+        raise to_pgml_error(exc, doing) from None
+    except Exception as exc:  # noqa: BLE001 - reported as one SQL error
+        raise to_pgml_error(exc, doing) from None
+    model.eval()
+    if device is not None:
+        if not bits_loaded(model):
+            model.to(device)
+        actual = next(model.parameters()).device
+        if actual.type != device.type or (device.index is not None and actual.index != device.index):
+            raise NotSupported(f"{source.name} was asked to run on {device} but is on {actual}",
+                               hint="Drop device or pick one the model supports.")
+    return model, tokenizer, device
+
+
+def bits_loaded(model) -> bool:
+    """Quantized models are placed by bitsandbytes and cannot be moved."""
+    return bool(getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False)
+                or getattr(model, "hf_device_map", None))
+

@@ -1,0 +1,34 @@
+"""pgml.transform: task, args and inputs in, a JSON-able result out."""
+
+from __future__ import annotations
+
+from . import tasks
+from .cache import MODELS
+from .errors import PgmlError, to_pgml_error
+from .inputs import TaskSpec, parse_args, parse_inputs, parse_task
+from .models import resolve
+from .settings import Settings
+
+
+def load_task(spec: TaskSpec, settings: Settings) -> tasks.Task:
+    """The loaded task for spec, from this backend's cache when it is there."""
+    name, info = tasks.lookup(spec.task)
+    model = spec.model or info.default_model
+    return MODELS.get(spec.cache_key(name, model),
+                      lambda: info.cls.load(name, spec.options, resolve(model, spec.options, settings), settings))
+
+
+def transform(task_arg, args_arg, inputs_arg, *, task_is_json: bool, inputs_are_json: bool,
+              settings: Settings):
+    spec = parse_task(task_arg, is_json=task_is_json)
+    name, info = tasks.lookup(spec.task)
+    args = parse_args(args_arg)
+    raw = parse_inputs(inputs_arg, is_json=inputs_are_json or info.cls.json_text(name))
+    task = load_task(spec, settings)
+    items = task.prepare(raw)
+    try:
+        return task.run(items, args)
+    except PgmlError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - becomes one SQL error with a fitting SQLSTATE
+        raise to_pgml_error(exc, f"{task.task} with {task.model.name_or_path}") from None
