@@ -48,7 +48,7 @@ pip install -c constraints.txt -e ".$extra"
 
 if [ $TESTS = 1 ] && [ ! -d "$VENV/tf4/transformers" ]; then
   # transformers 4.x next to the venv's torch, to compare the re-implemented pipelines with 4.x.
-  pip install --target "$VENV/tf4" --no-deps -c constraints-tf4.txt transformers huggingface-hub tokenizers
+  pip install --target "$VENV/tf4" --no-deps -r constraints-tf4.txt
 fi
 
 if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -r "$VENV/pyvenv.cfg"; then

@@ -1,0 +1,98 @@
+"""Test fixtures: tiny models built by the suite, and a real PostgreSQL with plpython3u.
+
+The server comes from testcontainers (an image built from the Dockerfile) where a Docker
+engine answers, and otherwise from a throwaway initdb cluster (scripts/localpg.py).
+A database test never skips: without a server the fixture fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "tests"))
+
+import tiny_models  # noqa: E402
+from localpg import LocalCluster  # noqa: E402
+
+VENV = Path(os.environ.get("PGML_VENV", REPO / ".venv"))
+MODELS_ROOT = Path(os.environ.get("PGML_TEST_MODELS", Path(tempfile.gettempdir()) / "pgml_plpy_test_models"))
+
+
+@pytest.fixture(scope="session")
+def models() -> dict[str, str]:
+    """name -> folder of the deterministic tiny models (built once, cached across runs)."""
+    return {name: str(path) for name, path in tiny_models.build_all(MODELS_ROOT).items()}
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:  # noqa: BLE001 - no engine, no socket, no permission: use a local cluster
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def dsn(models):
+    """Connection string of a PostgreSQL with pgml_plpy installed in database postgres."""
+    if _docker_answers():
+        from testcontainers.core.image import DockerImage
+        from testcontainers.postgres import PostgresContainer
+
+        with DockerImage(path=str(REPO), tag="pgml-plpy-test") as image:
+            container = PostgresContainer(str(image), username="postgres", password="pgml", dbname="postgres",
+                                          driver=None)
+            container.with_volume_mapping(str(MODELS_ROOT), str(MODELS_ROOT), "ro")
+            with container:
+                yield (f"host={container.get_container_host_ip()} port={container.get_exposed_port(5432)} "
+                       "user=postgres password=pgml dbname=postgres")
+        return
+    if os.geteuid() == 0:
+        readable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-r",
+                                   str(VENV / "pyvenv.cfg")]).returncode == 0
+        assert readable, f"the postgres OS user cannot read the venv {VENV}: put the checkout where it can"
+    root = tempfile.mkdtemp(prefix="pgml_plpy_pg_")  # not pytest's tmp: the postgres user must enter it
+    cluster = LocalCluster(root, _free_port()).start()
+    try:
+        try:
+            cluster.install(VENV)
+        except subprocess.CalledProcessError as exc:
+            pytest.fail(f"sql/install.sql failed:\n{exc.stderr}")
+        yield cluster.dsn
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def conn(dsn):
+    """One backend shared by the tests: models stay loaded between them."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def new_conn(dsn):
+    """A fresh backend (an empty model cache)."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        yield c
+

@@ -1,0 +1,120 @@
+"""Unit tests of the pure-Python core: no PostgreSQL, no models."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pgml_plpy
+from pgml_plpy import errors, settings
+from pgml_plpy.inputs import parse_args, parse_inputs, parse_task
+from pgml_plpy.tasks import lookup
+from pgml_plpy.tasks.pipelines import cut_at_stop, openai_args
+from pgml_plpy.tasks.question_answering import decode_spans
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_sql_and_package_versions_match():
+    sql = (REPO / "sql" / "functions" / "housekeeping.sql").read_text()
+    assert re.search(r"SELECT '([^']+)'::text", sql).group(1) == pgml_plpy.__version__
+
+
+def test_task_text_and_json_forms():
+    assert parse_task("translation_en_to_fr", is_json=False).task == "translation_en_to_fr"
+    spec = parse_task('{"task": "text-generation", "model": "gpt2", "dtype": "float16", "device": "cpu"}',
+                      is_json=True)
+    assert (spec.task, spec.model, spec.options) == ("text-generation", "gpt2",
+                                                      {"torch_dtype": "float16", "device": "cpu"})
+    # a JSON object passed as TEXT reads as the JSONB form
+    assert parse_task(' {"task": "fill-mask"}', is_json=False).task == "fill-mask"
+    with pytest.raises(errors.InvalidParameter, match="empty"):
+        parse_task(" ", is_json=False)
+
+
+@pytest.mark.parametrize("task, error, fragment", [
+    (None, errors.NullValue, "NULL"),
+    ("{bad", errors.InvalidJson, "not valid JSON"),
+    ('"text"', errors.InvalidParameter, "JSON object"),
+    ('{"model": "x"}', errors.InvalidParameter, '"task"'),
+    ('{"task": "fill-mask", "model": 3}', errors.InvalidParameter, "model"),
+    ('{"task": "fill-mask", "devise": "cpu"}', errors.InvalidParameter, "devise"),
+])
+def test_bad_tasks(task, error, fragment):
+    with pytest.raises(error, match=re.escape(fragment)):
+        parse_task(task, is_json=True)
+
+
+def test_cache_key_covers_every_loader_option():
+    a = parse_task('{"task": "fill-mask", "model": "m", "torch_dtype": "float16"}', is_json=True)
+    b = parse_task('{"task": "fill-mask", "model": "m", "torch_dtype": "bfloat16"}', is_json=True)
+    c = parse_task('{"task": "fill-mask", "model": "m", "dtype": "float16"}', is_json=True)
+    assert a.cache_key("fill-mask", "m") != b.cache_key("fill-mask", "m")
+    assert a.cache_key("fill-mask", "m") == c.cache_key("fill-mask", "m")
+
+
+def test_args_and_inputs():
+    assert parse_args(None) == {} and parse_args('{"a": 1}') == {"a": 1}
+    with pytest.raises(errors.InvalidParameter):
+        parse_args("[1]")
+    assert parse_inputs(["a", "b"], is_json=False) == ["a", "b"]
+    assert parse_inputs(['{"q": 1}'], is_json=True) == [{"q": 1}]
+    with pytest.raises(errors.NullValue, match=r"inputs\[2\]"):
+        parse_inputs(["a", None], is_json=False)
+    with pytest.raises(errors.InvalidParameter, match="empty"):
+        parse_inputs([], is_json=False)
+    with pytest.raises(errors.InvalidParameter, match="one-dimensional"):
+        parse_inputs([["a"]], is_json=False)
+    with pytest.raises(errors.InvalidJson, match=r"inputs\[1\]"):
+        parse_inputs(["{nope"], is_json=True)
+
+
+def test_task_names():
+    assert lookup("sentiment-analysis")[0] == "text-classification"
+    assert lookup("translation_en_to_de")[0] == "translation_en_to_de"
+    with pytest.raises(errors.InvalidParameter, match="unknown task"):
+        lookup("image-classification")
+
+
+def test_settings_validation():
+    assert settings.from_rows([("torch_threads", "4"), ("hub_downloads", "true")]) == settings.Settings(
+        hub_downloads=True, torch_threads=4)
+    with pytest.raises(errors.InstallError, match="torch_threads"):
+        settings.from_rows([("torch_threads", "0")])
+    with pytest.raises(errors.InstallError, match="unknown setting"):
+        settings.from_rows([("venv", '"/x"')])
+    assert {name for name, _, _ in settings.defaults()} == set(settings.DESCRIPTIONS)
+
+
+def test_library_errors_become_sql_errors():
+    assert errors.to_pgml_error(ValueError("bad\nflag"), "x").sqlstate == "22023"
+    assert errors.to_pgml_error(ValueError("bad\nflag"), "x").message == "x: bad flag"
+    assert errors.to_pgml_error(MemoryError(), "x").sqlstate == "53200"
+    assert errors.to_pgml_error(RuntimeError("boom"), "x").message == "x: RuntimeError: boom"
+    long = errors.to_pgml_error(RuntimeError("y" * 1000), "x")
+    assert len(long.message) < 450 and long.detail == "y" * 1000
+
+
+def test_openai_args():
+    args, stops = openai_args({"max_tokens": 5, "n": 2, "stop": "\n", "temperature": 0.5}, tokenizer="tok")
+    assert args == {"max_new_tokens": 5, "num_return_sequences": 2, "stop_strings": ["\n"], "tokenizer": "tok",
+                    "temperature": 0.5, "do_sample": True}
+    assert stops == ["\n"]
+    assert openai_args({"temperature": 0}, None)[0] == {"do_sample": False}
+    with pytest.raises(errors.InvalidParameter):
+        openai_args({"max_tokens": 1, "max_new_tokens": 2}, None)
+    with pytest.raises(errors.InvalidParameter):
+        openai_args({"stop": [""]}, None)
+    assert cut_at_stop("one. two\nthree", ["\n", "."]) == "one"
+
+
+def test_decode_spans_keeps_short_spans_in_context():
+    start = np.array([0.0, 0.1, 0.7, 0.2], dtype=np.float32)
+    end = np.array([0.0, 0.1, 0.1, 0.8], dtype=np.float32)
+    starts, ends, scores = decode_spans(start, end, 1, 15, np.array([0, 1, 1, 1]))
+    assert (starts.tolist(), ends.tolist()) == ([2], [3])
+    assert scores[0] == pytest.approx(0.56)
+    # max_answer_len 1 allows single tokens only
+    starts, ends, _ = decode_spans(start, end, 1, 1, np.array([0, 1, 1, 1]))
+    assert starts.tolist() == ends.tolist()
