@@ -118,3 +118,16 @@ def test_decode_spans_keeps_short_spans_in_context():
     # max_answer_len 1 allows single tokens only
     starts, ends, _ = decode_spans(start, end, 1, 1, np.array([0, 1, 1, 1]))
     assert starts.tolist() == ends.tolist()
+
+
+def test_torch_threads_come_from_the_setting():
+    import torch
+
+    from pgml_plpy.server import _use_threads
+
+    before = torch.get_num_threads()
+    try:
+        _use_threads(settings.Settings(torch_threads=2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -60,13 +60,13 @@ def test_a_wrong_venv_is_refused_and_nothing_changes(dsn, conn):
 @pytest.fixture
 def analyst(conn):
     conn.execute("DROP ROLE IF EXISTS pgml_test_analyst")
-    conn.execute("CREATE ROLE pgml_test_analyst LOGIN")
+    conn.execute("CREATE ROLE pgml_test_analyst LOGIN PASSWORD 'analyst'")
     yield "pgml_test_analyst"
     conn.execute("DROP ROLE pgml_test_analyst")
 
 
 def test_only_a_superuser_can_change_the_venv_or_settings(dsn, analyst):
-    with psycopg.connect(dsn, user=analyst, autocommit=True) as c:
+    with psycopg.connect(dsn, user=analyst, password="analyst", autocommit=True) as c:
         err = sql_error(c, "SELECT pgml.activate_venv('/tmp')")
         assert err.sqlstate == "42501"
         err = sql_error(c, "CREATE OR REPLACE FUNCTION pgml._venv() RETURNS text LANGUAGE sql AS $$SELECT '/tmp'$$")

@@ -157,7 +157,7 @@ def test_named_and_positional_calls(conn, models):
 
 def test_cache_reuse_and_key(dsn, models):
     """A backend keeps the model: it serves calls after its folder is gone; other loader options reload."""
-    root = tempfile.mkdtemp(prefix="pgml_cache_test_")
+    root = tempfile.mkdtemp(prefix="cache_test_", dir=os.path.dirname(models["bert-sentiment"]))
     os.chmod(root, 0o755)
     folder = os.path.join(root, "sentiment")
     shutil.copytree(models["bert-sentiment"], folder)
@@ -175,3 +175,34 @@ def test_cache_reuse_and_key(dsn, models):
             assert err.sqlstate == "58P01"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_hub_id_from_the_servers_hugging_face_cache(conn, models):
+    """A hub id resolves offline from the HF cache named by the huggingface_cache setting."""
+    cache = tempfile.mkdtemp(prefix="hf_cache_", dir=os.path.dirname(models["bert-sentiment"]))
+    repo = os.path.join(cache, "models--acme--tiny-sentiment")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(models["bert-sentiment"], os.path.join(repo, "snapshots", commit))
+    os.makedirs(os.path.join(repo, "refs"))
+    with open(os.path.join(repo, "refs", "main"), "w") as f:
+        f.write(commit)
+    for path, dirs, files in os.walk(cache):
+        os.chmod(path, 0o755)
+        for name in files:
+            os.chmod(os.path.join(path, name), 0o644)
+    conn.execute("UPDATE pgml.settings SET value = to_jsonb(%s::text) WHERE name = 'huggingface_cache'", (cache,))
+    try:
+        by_id = transform(conn, task("text-classification", "acme/tiny-sentiment"), ["I love it"])
+        assert by_id == transform(conn, task("text-classification", models["bert-sentiment"]), ["I love it"])
+        err = sql_error(conn, "SELECT pgml.transform(%s, inputs => ARRAY['x'])",
+                        (task("text-classification", "acme/other-model"),))
+        assert err.sqlstate == "58P01" and cache in err.diag.message_primary
+        assert "hub_downloads" in err.diag.message_hint
+    finally:
+        conn.execute("UPDATE pgml.settings SET value = 'null' WHERE name = 'huggingface_cache'")
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_device_map_places_the_model(conn, models):
+    out = transform(conn, task("text-classification", models["bert-sentiment"], device_map="auto"), ["I love it"])
+    assert out[0]["label"] == "POSITIVE"
