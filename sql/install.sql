@@ -22,6 +22,9 @@ GRANT USAGE ON SCHEMA pgml TO PUBLIC;
 SELECT pgml.activate_venv(:'venv');
 \ir functions/settings.sql
 \ir functions/transform.sql
+\ir functions/chunk.sql
+\ir functions/load_dataset.sql
+\ir functions/embed.sql
 
 -- Fails here, rolling everything back, when the venv cannot be used.
 SELECT pgml.version() AS pgml_version;

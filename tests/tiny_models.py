@@ -52,6 +52,7 @@ MODEL_NAMES = (
     "bert-nli",
     "t5-tiny",
     "m2m-tiny",
+    "bert-reranker",
 )
 
 # --------------------------------------------------------------------------------------
@@ -259,6 +260,7 @@ TRAINING = {
     "bert-nli": dict(steps=350, batch=32, lr=1e-3, init=0.2),
     "t5-tiny": dict(steps=400, batch=16, lr=5e-3, init=None),
     "m2m-tiny": dict(steps=250, batch=16, lr=5e-3, init=0.1),
+    "bert-reranker": dict(steps=350, batch=32, lr=1e-3, init=0.2),
 }
 
 
@@ -792,6 +794,33 @@ def _build_bert_sentiment(folder: Path, cache: dict) -> None:
     _save_model(model, folder)
 
 
+def _build_bert_reranker(folder: Path, cache: dict) -> None:
+    """A cross-encoder (one relevance logit) for pgml.rank: a topic name against topic sentences."""
+    hp = TRAINING["bert-reranker"]
+    import torch
+    from transformers import BertForSequenceClassification
+
+    tok = _bert_tokenizer_files(folder, cache)
+    topics = list(TOPIC_SENTENCES)
+    data = [(topic, sentence, float(topic == other))
+            for topic in topics for other, sentences in TOPIC_SENTENCES.items() for sentence in sentences
+            for _ in range(len(topics) - 1 if topic == other else 1)]  # as many relevant pairs as not
+    enc = [tok(q, d) for q, d, _ in data]
+    model = BertForSequenceClassification(_bert_config(len(tok), hp["init"], num_labels=1,
+                                                       problem_type="multi_label_classification"))
+    sample = _sampler(len(enc), hp["batch"], seed=5)
+
+    def make_batch(step):
+        idx = sample(step)
+        ids = _pad([enc[i]["input_ids"] for i in idx], 0)
+        tt = _pad([enc[i]["token_type_ids"] for i in idx], 0)
+        return {"input_ids": ids, "token_type_ids": tt, "attention_mask": (ids != 0).long(),
+                "labels": torch.tensor([[data[i][2]] for i in idx])}
+
+    _train(model, make_batch, steps=hp["steps"], lr=hp["lr"])
+    _save_model(model, folder)
+
+
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
 
@@ -1142,6 +1171,7 @@ def _builders() -> dict[str, Callable[[Path, dict, dict], None]]:
         "bert-nli": lambda f, c, b: _build_bert_nli(f, c),
         "t5-tiny": lambda f, c, b: _build_t5(f),
         "m2m-tiny": lambda f, c, b: _build_m2m(f),
+        "bert-reranker": lambda f, c, b: _build_bert_reranker(f, c),
     }
 
 

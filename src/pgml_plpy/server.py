@@ -132,3 +132,59 @@ def validate_python_dependencies(plpy) -> list[tuple[str, str]]:
         return found
 
     return _call(plpy, "validate_python_dependencies", check)
+
+
+def embed(plpy, transformer, inputs, kwargs) -> list[str]:
+    def run():
+        from .embeddings import embed as run_embed
+
+        settings = _settings(plpy)
+        _use_threads(settings)
+        return run_embed(transformer, inputs, kwargs, settings)
+
+    return _call(plpy, "embed", run)
+
+
+def rank(plpy, transformer, query, documents, kwargs):
+    def run():
+        from .embeddings import rank as run_rank
+
+        settings = _settings(plpy)
+        _use_threads(settings)
+        return run_rank(transformer, query, documents, kwargs, settings)
+
+    return _call(plpy, "rank", run)
+
+
+def embed_table(plpy, relation, text_column, embedding_column, transformer, kwargs, batch_size) -> None:
+    def run():
+        from .embed_table import run as run_embed_table
+
+        settings = _settings(plpy)
+        _use_threads(settings)
+        # PL/Python hands a regclass over as its name: resolve it in the caller's search_path.
+        oid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]),
+                           [relation])[0]["oid"]
+        run_embed_table(plpy, oid, text_column, embedding_column, transformer, kwargs, batch_size, settings)
+
+    _call(plpy, "embed_table", run)
+
+
+def chunk(plpy, splitter, text, kwargs) -> list[tuple[int, str]]:
+    """pgml.chunk: (chunk_index, chunk) rows, chunk_index from 1."""
+    def run():
+        from .chunking import chunk as run_chunk
+
+        return run_chunk(splitter, text, kwargs)
+
+    return _call(plpy, "chunk", run)
+
+
+def load_dataset(plpy, source, subset, limit, kwargs) -> list[tuple[str, int]]:
+    """pgml.load_dataset: [(table_name, rows)] after writing pgml."<table_name>"."""
+    def run():
+        from .datasets_loader import load_dataset as run_load
+
+        return run_load(plpy, source, subset, limit, kwargs, settings=_settings(plpy))
+
+    return _call(plpy, "load_dataset", run)

@@ -1,0 +1,111 @@
+"""pgml.embed and pgml.rank: sentence-transformers bi-encoders and cross-encoders from SQL.
+
+kwargs hold two kinds of options: those that build the model (part of the cache key,
+so a second call with another device gets its own model) and those of the call.
+Vectors leave as PostgreSQL array literals ('{...}') that SQL casts to REAL[]: PL/Python
+converts a returned list one float at a time through its text form, which costs more
+than the encoding's own margin; one `%` format per row does the same work in C.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .cache import MODELS
+from .errors import InvalidParameter, NullValue
+from .inputs import parse_args, parse_inputs
+from .models import check_placement, check_trust_remote_code, device_for, resolve
+from .settings import Settings
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+_HUB_OPTIONS = {"device", "revision", "trust_remote_code", "token", "model_kwargs", "config_kwargs",
+                "processor_kwargs", "tokenizer_kwargs"}
+EMBED_BUILD = _HUB_OPTIONS | {"truncate_dim"}
+EMBED_CALL = {"prompt", "prompt_name", "normalize_embeddings", "batch_size"}
+RANK_BUILD = _HUB_OPTIONS | {"max_length"}
+RANK_CALL = {"top_k", "return_documents", "batch_size", "prompt", "prompt_name"}
+
+
+def split_kwargs(kwargs, build: set, call: set, function: str) -> tuple[dict, dict]:
+    """(options that build the model, options of the call) from the kwargs JSON text."""
+    value = parse_args(kwargs, "kwargs")
+    unknown = sorted(set(value) - build - call)
+    if unknown:
+        raise InvalidParameter(f"{function} does not take {', '.join(unknown)}",
+                               hint=f"Model options: {', '.join(sorted(build))}; call options: "
+                                    f"{', '.join(sorted(call))}.")
+    return ({k: v for k, v in value.items() if k in build}, {k: v for k, v in value.items() if k in call})
+
+
+def _load(cls_name: str, model: str, options: dict, settings: Settings):
+    import sentence_transformers
+
+    if not isinstance(model, str) or not model.strip():
+        raise NullValue("the model name must not be NULL or empty", hint=f"Example: '{DEFAULT_EMBEDDER}'")
+    device = device_for(options)
+    source = resolve(model, options, settings)
+
+    def load():
+        kwargs = {k: v for k, v in options.items() if k != "device"}
+        if check_trust_remote_code(options, settings):
+            kwargs["trust_remote_code"] = True
+        loaded = getattr(sentence_transformers, cls_name)(
+            source.name, device=str(device), cache_folder=settings.huggingface_cache,
+            local_files_only=not settings.hub_downloads, **kwargs)
+        check_placement(loaded.device, device, model)
+        return loaded
+
+    return MODELS.get(json.dumps([cls_name, model, options], sort_keys=True), load)
+
+
+def _texts(values, what: str) -> list[str]:
+    texts = parse_inputs(values, is_json=False)
+    for i, text in enumerate(texts, start=1):
+        if not isinstance(text, str):
+            raise InvalidParameter(f"{what}[{i}] must be text")
+    return texts
+
+
+_FORMATS: dict[tuple[int, str], str] = {}
+
+
+def array_literals(vectors, brackets: str = "{}") -> list[str]:
+    """Each row of a float matrix as an array literal, exact for float32 (9 significant digits).
+
+    brackets "{}" gives REAL[] literals, "[]" pgvector's.
+    """
+    rows, dim = vectors.shape
+    fmt = _FORMATS.get((dim, brackets))
+    if fmt is None:
+        fmt = _FORMATS[(dim, brackets)] = brackets[0] + ",".join(["%.9g"] * dim) + brackets[1]
+    return [fmt % tuple(row) for row in vectors.tolist()]
+
+
+def embedder(transformer, kwargs, settings: Settings, brackets: str = "{}"):
+    """A function from texts to their embeddings as array literals, the model loaded once."""
+    build, call = split_kwargs(kwargs, EMBED_BUILD, EMBED_CALL, "pgml.embed")
+    model = _load("SentenceTransformer", transformer, build, settings)
+
+    def encode(texts: list[str]) -> list[str]:
+        vectors = model.encode(texts, convert_to_numpy=True, show_progress_bar=False, **call)
+        return array_literals(vectors.reshape(len(texts), -1), brackets)
+
+    return encode
+
+
+def embed(transformer, inputs, kwargs, settings: Settings) -> list[str]:
+    """Embeddings of the inputs, in input order, as REAL[] literals."""
+    texts = _texts(inputs, "inputs")
+    return embedder(transformer, kwargs, settings)(texts)
+
+
+def rank(transformer, query, documents, kwargs, settings: Settings) -> list[tuple[int, float, str | None]]:
+    """(corpus_id, score, text) of the documents, best first, as CrossEncoder.rank gives them."""
+    build, call = split_kwargs(kwargs, RANK_BUILD, RANK_CALL, "pgml.rank")
+    if query is None:
+        raise NullValue("query must not be NULL")
+    docs = _texts(documents, "documents")
+    call.setdefault("return_documents", True)
+    model = _load("CrossEncoder", transformer, build, settings)
+    ranked = model.rank(query, docs, show_progress_bar=False, **call)
+    return [(int(r["corpus_id"]), float(r["score"]), r.get("text")) for r in ranked]

