@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
+import os
+
+# As inside a backend (server.py): the tokenizer's own thread pool would compete with torch's
+# threads on the direct side and make the comparison unequal.
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import contextlib  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
