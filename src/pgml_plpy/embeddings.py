@@ -14,6 +14,7 @@ import json
 from .cache import MODELS
 from .errors import InvalidParameter, NullValue
 from .inputs import parse_args, parse_inputs
+from .interrupts import watch
 from .models import check_placement, check_trust_remote_code, device_for, resolve
 from .settings import Settings
 
@@ -53,6 +54,7 @@ def _load(cls_name: str, model: str, options: dict, settings: Settings):
             source.name, device=str(device), cache_folder=settings.huggingface_cache,
             local_files_only=not settings.hub_downloads, **kwargs)
         check_placement(loaded.device, device, model)
+        watch(loaded)
         return loaded
 
     return MODELS.get(json.dumps([cls_name, model, options], sort_keys=True), load)

@@ -75,6 +75,12 @@ def to_pgml_error(exc: BaseException, doing: str) -> PgmlError:
     """
     if isinstance(exc, PgmlError):
         return exc
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and len(sqlstate) == 5:
+        # PostgreSQL's own error met inside the work (plpy.SPIError: a cancel, a timeout, a
+        # failed query): it keeps its SQLSTATE and message.
+        return PgmlError(one_line(str(exc)), sqlstate=sqlstate, detail=getattr(exc, "detail", None),
+                         hint=getattr(exc, "hint", None))
     full = str(exc) or type(exc).__name__
     detail = full if len(full) > _MAX_MESSAGE or "\n" in full.strip() else None
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":

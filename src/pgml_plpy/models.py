@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import InvalidParameter, ModelNotFound, NotSupported, PermissionDenied, to_pgml_error
+from .interrupts import watch
 from .settings import Settings
 
 _DTYPES = {"float32", "float16", "bfloat16", "float64", "auto"}
@@ -208,6 +209,7 @@ def load_pretrained(auto_class, options: dict, source: Source, settings: Setting
         if not bits_loaded(model):
             model.to(device)
         check_placement(next(model.parameters()).device, device, source.name)
+    watch(model)
     return model, tokenizer, device
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import __version__
+from . import __version__, interrupts
 from .errors import InstallError, PgmlError, to_pgml_error
 from .settings import Settings, defaults, from_rows
 
@@ -66,11 +66,14 @@ def _report(plpy, err: PgmlError):
 
 
 def _call(plpy, doing: str, fn, *args, **kwargs):
+    interrupts.bind(plpy)
     try:
-        return fn(*args, **kwargs)
-    except plpy.SPIError:
-        raise  # PostgreSQL's own errors (cancel, timeout) pass through unchanged
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one SQL error
+        result = fn(*args, **kwargs)
+        # A cancel that came after the last check is acted on now, in this statement,
+        # rather than left pending for the next one.
+        interrupts.check(force=True)
+        return result
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one SQL error (a cancel keeps 57014)
         _report(plpy, to_pgml_error(exc, doing))
 
 

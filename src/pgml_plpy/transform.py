@@ -2,29 +2,48 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from . import tasks
 from .cache import MODELS
 from .errors import PgmlError, to_pgml_error
 from .inputs import TaskSpec, parse_args, parse_inputs, parse_task
-from .models import resolve
+from .models import Source, resolve
 from .settings import Settings
 
 
-def load_task(spec: TaskSpec, settings: Settings) -> tasks.Task:
-    """The loaded task for spec, from this backend's cache when it is there."""
+@dataclass(frozen=True)
+class Deployed:
+    """A model served by another name (a tuned model deployed under its project's name)."""
+
+    key: str                    # changes whenever another model is deployed under the name
+    folder: Callable[[], str]   # its files as a local folder, fetched when it must be loaded
+
+
+def load_task(spec: TaskSpec, settings: Settings,
+              deployed: Callable[[str], Deployed | None] | None = None) -> tasks.Task:
+    """The loaded task for spec, from this backend's cache when it is there.
+
+    deployed(name) says whether the model name is served from elsewhere (the tuning registry).
+    """
     name, info = tasks.lookup(spec.task)
     model = spec.model or info.default_model
+    found = deployed(model) if deployed is not None else None
+    if found is not None:
+        return MODELS.get(spec.cache_key(name, found.key),
+                          lambda: info.cls.load(name, spec.options, Source(found.folder(), True, {}), settings))
     return MODELS.get(spec.cache_key(name, model),
                       lambda: info.cls.load(name, spec.options, resolve(model, spec.options, settings), settings))
 
 
 def transform(task_arg, args_arg, inputs_arg, *, task_is_json: bool, inputs_are_json: bool,
-              settings: Settings):
+              settings: Settings, deployed: Callable[[str], Deployed | None] | None = None):
     spec = parse_task(task_arg, is_json=task_is_json)
     name, info = tasks.lookup(spec.task)
     args = parse_args(args_arg)
     raw = parse_inputs(inputs_arg, is_json=inputs_are_json or info.cls.json_text(name))
-    task = load_task(spec, settings)
+    task = load_task(spec, settings, deployed)
     items = task.prepare(raw)
     try:
         return task.run(items, args)
