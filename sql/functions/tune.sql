@@ -1,0 +1,196 @@
+-- Fine-tuning from tables: pgml.tune (PostgresML's function, one transaction), CALL pgml.tune_run (the
+-- same, committing its progress as it goes), the model registry, and pgml.deploy.
+--
+-- The registry tables are created once and never dropped or rewritten here: re-running the install
+-- keeps every project, model and file. Everyone may read them (pgml.transform serves a project's
+-- deployed model from pgml.files in any backend); writing them, i.e. tuning and deploying, is for their
+-- owner (the installing superuser) and the roles a DBA grants it to (see README, Fine-tuning).
+
+DO $$ BEGIN
+  CREATE TYPE pgml.sampling AS ENUM ('random', 'last', 'stratified');
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
+DO $$ BEGIN
+  CREATE TYPE pgml.strategy AS ENUM ('new_score', 'best_score', 'most_recent', 'rollback', 'specific');
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
+CREATE TABLE IF NOT EXISTS pgml.projects (
+  id bigserial PRIMARY KEY,
+  name text NOT NULL UNIQUE,
+  task text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE pgml.projects IS 'pgml.tune projects: a name (what pgml.transform serves) and its task';
+
+CREATE TABLE IF NOT EXISTS pgml.snapshots (
+  id bigserial PRIMARY KEY,
+  relation_name text NOT NULL,
+  y_column_name text[],
+  test_size real NOT NULL,
+  test_sampling pgml.sampling NOT NULL,
+  materialized boolean NOT NULL DEFAULT false,
+  columns jsonb,
+  analysis jsonb,
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE pgml.snapshots IS 'what a pgml.tune read: relation, columns, split, row counts (and with '
+  'materialize_snapshot a copy in pgml.snapshot_<id>)';
+
+CREATE TABLE IF NOT EXISTS pgml.models (
+  id bigserial PRIMARY KEY,
+  project_id bigint NOT NULL REFERENCES pgml.projects (id) ON DELETE CASCADE,
+  snapshot_id bigint REFERENCES pgml.snapshots (id) ON DELETE SET NULL,
+  task text NOT NULL,
+  algorithm text NOT NULL DEFAULT 'transformers',
+  runtime text NOT NULL DEFAULT 'python',
+  base_model text NOT NULL,
+  lora boolean NOT NULL DEFAULT false,
+  hyperparams jsonb NOT NULL DEFAULT '{}',
+  status text NOT NULL CHECK (status IN ('in_progress', 'successful', 'failed', 'cancelled')),
+  metrics jsonb,
+  progress jsonb,
+  timings jsonb,
+  error text,
+  pid integer,
+  backend_start timestamptz,
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS models_project_id_idx ON pgml.models (project_id);
+COMMENT ON TABLE pgml.models IS 'one row per pgml.tune: status, base model, hyperparams, metrics on the test split, '
+  'latest progress, timings';
+
+CREATE TABLE IF NOT EXISTS pgml.deployments (
+  id bigserial PRIMARY KEY,
+  project_id bigint NOT NULL REFERENCES pgml.projects (id) ON DELETE CASCADE,
+  model_id bigint NOT NULL REFERENCES pgml.models (id) ON DELETE CASCADE,
+  strategy pgml.strategy NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS deployments_project_id_idx ON pgml.deployments (project_id, id);
+COMMENT ON TABLE pgml.deployments IS 'the latest row of a project is its deployed model';
+
+CREATE TABLE IF NOT EXISTS pgml.files (
+  id bigserial PRIMARY KEY,
+  model_id bigint NOT NULL REFERENCES pgml.models (id) ON DELETE CASCADE,
+  path text NOT NULL,
+  part integer NOT NULL,
+  sha256 text NOT NULL,
+  data bytea NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  UNIQUE (model_id, path, part)
+);
+-- Weights do not compress: store them out of line without trying.
+ALTER TABLE pgml.files ALTER COLUMN data SET STORAGE EXTERNAL;
+COMMENT ON TABLE pgml.files IS 'tuned models'' files (safetensors weights, config, tokenizer; a LoRA adapter) in '
+  'parts with their SHA-256';
+
+CREATE TABLE IF NOT EXISTS pgml.logs (
+  id bigserial PRIMARY KEY,
+  model_id bigint REFERENCES pgml.models (id) ON DELETE CASCADE,
+  project_id bigint REFERENCES pgml.projects (id) ON DELETE CASCADE,
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  logs jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_model_id_idx ON pgml.logs (model_id);
+COMMENT ON TABLE pgml.logs IS 'training logs of pgml.tune: step, loss, learning rate, eval metrics, ETA';
+
+REVOKE ALL ON pgml.projects, pgml.snapshots, pgml.models, pgml.deployments, pgml.files, pgml.logs FROM PUBLIC;
+GRANT SELECT ON pgml.projects, pgml.snapshots, pgml.models, pgml.deployments, pgml.files, pgml.logs TO PUBLIC;
+
+-- Runs with their latest progress, and whether each is the deployed model of its project.
+CREATE OR REPLACE VIEW pgml.tune_runs AS
+SELECT m.id AS model_id, p.name AS project, m.task, m.base_model, m.lora, m.status,
+       (m.progress->>'step')::bigint AS step, (m.progress->>'total_steps')::bigint AS total_steps,
+       (m.progress->>'loss')::float8 AS loss, (m.progress->>'learning_rate')::float8 AS learning_rate,
+       (m.progress->>'eta_seconds')::float8 AS eta_seconds, m.metrics, m.error,
+       m.id = (SELECT d.model_id FROM pgml.deployments d WHERE d.project_id = p.id ORDER BY d.id DESC LIMIT 1)
+         AS deployed,
+       m.created_at, m.updated_at
+FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id;
+GRANT SELECT ON pgml.tune_runs TO PUBLIC;
+
+-- PostgresML's view: each project's deployed model.
+CREATE OR REPLACE VIEW pgml.deployed_models AS
+SELECT m.id, p.name, p.task, m.algorithm, m.runtime, d.created_at AS deployed_at
+FROM pgml.projects p
+JOIN LATERAL (SELECT * FROM pgml.deployments d WHERE d.project_id = p.id ORDER BY d.id DESC LIMIT 1) d ON true
+JOIN pgml.models m ON m.id = d.model_id;
+GRANT SELECT ON pgml.deployed_models TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION pgml._tune(project_name text, task text, relation oid, y_column_name text,
+                                      model_name text, hyperparams jsonb, test_size real,
+                                      test_sampling pgml.sampling, automatic_deploy boolean,
+                                      materialize_snapshot boolean)
+RETURNS TABLE (status text, task text, algorithm text, deployed boolean)
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE COST 100000000 ROWS 1
+SET search_path = pg_catalog, pg_temp
+SET synchronize_seqscans = off  -- test_sampling 'last': the relation read from its start
+AS $$
+if 'pgml_plpy' not in GD:
+    plpy.execute('SELECT pgml._activate()')
+a = args  # by position: the result column task has the name of the argument task
+return GD['pgml_plpy'].tune(plpy, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], procedure=False)
+$$;
+
+-- PostgresML's signature and defaults. One transaction: progress arrives as NOTICEs; an error or a
+-- cancel rolls the whole run back. VOLATILE, PARALLEL UNSAFE: it writes the registry.
+-- Not pinned to a search_path, deliberately: relation_name is a name in the caller's search_path, as
+-- in PostgresML, so it is resolved here, as the caller sees it (everything else is schema-qualified),
+-- and the pinned pgml._tune gets its oid.
+CREATE OR REPLACE FUNCTION pgml.tune(project_name text, task text DEFAULT NULL, relation_name text DEFAULT NULL,
+                                     y_column_name text DEFAULT NULL, model_name text DEFAULT NULL,
+                                     hyperparams jsonb DEFAULT '{}', test_size real DEFAULT 0.25,
+                                     test_sampling pgml.sampling DEFAULT 'stratified',
+                                     automatic_deploy boolean DEFAULT true,
+                                     materialize_snapshot boolean DEFAULT false)
+RETURNS TABLE (status text, task text, algorithm text, deployed boolean)
+LANGUAGE sql VOLATILE PARALLEL UNSAFE COST 100000000 ROWS 1
+AS $$
+SELECT * FROM pgml._tune($1, $2, $3::pg_catalog.regclass::pg_catalog.oid, $4, $5, $6, $7, $8, $9, $10)
+$$;
+
+-- The same arguments; commits the registered run, each progress report and the result, so another
+-- session can follow it (SELECT * FROM pgml.tune_runs). A cancel marks the run cancelled. It commits,
+-- so it cannot carry SET search_path: it resolves relation_name in the caller's search_path first, then
+-- sets search_path locally in each of its transactions.
+CREATE OR REPLACE PROCEDURE pgml.tune_run(project_name text, task text DEFAULT NULL, relation_name text DEFAULT NULL,
+                                          y_column_name text DEFAULT NULL, model_name text DEFAULT NULL,
+                                          hyperparams jsonb DEFAULT '{}', test_size real DEFAULT 0.25,
+                                          test_sampling pgml.sampling DEFAULT 'stratified',
+                                          automatic_deploy boolean DEFAULT true,
+                                          materialize_snapshot boolean DEFAULT false,
+                                          INOUT model_id bigint DEFAULT NULL, INOUT status text DEFAULT NULL,
+                                          INOUT deployed boolean DEFAULT NULL)
+LANGUAGE plpython3u
+AS $$
+if 'pgml_plpy' not in GD:
+    plpy.execute('SELECT pgml._activate()')
+a = args
+return GD['pgml_plpy'].tune(plpy, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], procedure=True)
+$$;
+
+-- PostgresML's pgml.deploy: a model by id (deploy it, or roll back to it), or by strategy.
+CREATE OR REPLACE FUNCTION pgml.deploy(model_id bigint)
+RETURNS TABLE (project text, strategy text, algorithm text)
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+if 'pgml_plpy' not in GD:
+    plpy.execute('SELECT pgml._activate()')
+return GD['pgml_plpy'].deploy(plpy, model_id)
+$$;
+
+CREATE OR REPLACE FUNCTION pgml.deploy(project_name text, strategy pgml.strategy, algorithm text DEFAULT NULL)
+RETURNS TABLE (project text, strategy text, algorithm text)
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+if 'pgml_plpy' not in GD:
+    plpy.execute('SELECT pgml._activate()')
+a = args
+return GD['pgml_plpy'].deploy_strategy(plpy, a[0], a[1], a[2])
+$$;

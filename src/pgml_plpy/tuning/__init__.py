@@ -1,0 +1,13 @@
+"""pgml.tune: fine-tuning Hugging Face models on a table, a model registry in the database.
+
+Modules, one concern each:
+
+- params.py     the hyperparams JSON: training_args, dataset_args, loader options, task extras
+- data.py       the relation: regclass, column checks, a server-side cursor, NULLs skipped, the split
+- metrics.py    the metrics per task, from offline packages (scikit-learn, seqeval, rouge-score, sacrebleu)
+- tasks/        per task: columns, type checks, tokenization, the model class, evaluation
+- training.py   TrainingArguments, the Trainer and its progress callback, LoRA through peft, saving
+- registry.py   pgml.projects / snapshots / models / deployments / files / logs, deploying, and restoring
+                a deployed model's files from pgml.files for pgml.transform
+- run.py        one tune, as a function (one transaction) or as a procedure (commits as it goes)
+"""
