@@ -45,6 +45,8 @@ extra=""
 pip install -c constraints.txt -e ".$extra"
 "$VENV/bin/python" -c "import pgml_plpy, torch, transformers" \
   || { echo "setup: the venv $VENV is incomplete" >&2; exit 1; }
+# The server's OS user cannot write __pycache__ here: compile the package once for every backend.
+"$VENV/bin/python" -m compileall -q src/pgml_plpy
 
 if [ $TESTS = 1 ] && [ ! -d "$VENV/tf4/transformers" ]; then
   # transformers 4.x next to the venv's torch, to compare the re-implemented pipelines with 4.x.

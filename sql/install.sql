@@ -25,6 +25,8 @@ SELECT pgml.activate_venv(:'venv');
 \ir functions/chunk.sql
 \ir functions/load_dataset.sql
 \ir functions/embed.sql
+\ir functions/lifecycle.sql
+\ir functions/tune.sql
 
 -- Fails here, rolling everything back, when the venv cannot be used.
 SELECT pgml.version() AS pgml_version;

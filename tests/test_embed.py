@@ -122,27 +122,27 @@ def test_embed_table(dsn, conn):
     conn.execute("DROP TABLE IF EXISTS corpus")
     conn.execute("CREATE TABLE corpus (id int PRIMARY KEY, body text)")
     conn.execute("INSERT INTO corpus SELECT i, 'sentence number ' || i || ' about ' || "
-                 "(ARRAY['cats', 'money', 'rain'])[1 + i % 3] FROM generate_series(1, 600) i")
+                 "(ARRAY['cats', 'money', 'rain'])[1 + i % 3] FROM generate_series(1, 1200) i")
     conn.execute("INSERT INTO corpus VALUES (0, NULL)")
     with psycopg.connect(dsn, autocommit=True) as c:
         seen = notices(c)
         # interrupted part way (after the model is loaded in this backend): committed batches stay
         c.execute("SELECT pgml.embed(%s, 'warm up')", (MINILM,))
-        c.execute("SET statement_timeout = '2s'")
+        c.execute("SET statement_timeout = '1s'")
         with pytest.raises(psycopg.errors.QueryCanceled):
             c.execute("CALL pgml.embed_table('corpus', 'body', 'embedding', batch_size => 16)")
         c.execute("RESET statement_timeout")
         partial = one(c, "SELECT count(embedding) FROM corpus")
-        assert 0 < partial < 600
+        assert 0 < partial < 1200
         assert one(c, "SHOW search_path") == '"$user", public'
         # a re-run resumes and finishes
         c.execute("CALL pgml.embed_table('corpus', 'body', 'embedding', batch_size => 64)")
-        assert one(c, "SELECT count(embedding) FROM corpus") == 600
+        assert one(c, "SELECT count(embedding) FROM corpus") == 1200
         assert one(c, "SELECT count(*) FROM corpus WHERE body IS NULL AND embedding IS NULL") == 1
-        assert any(f"{600 - partial} rows of public.corpus to embed" in m and "1 with NULL body skipped" in m
+        assert any(f"{1200 - partial} rows of public.corpus to embed" in m and "1 with NULL body skipped" in m
                    for m in seen), seen
         assert any("rows embedded" in m and "rows/s" in m for m in seen), seen
-    same = one(conn, "SELECT bool_and(embedding = pgml.embed(%s, body)) FROM corpus WHERE id IN (1, 2, 599)",
+    same = one(conn, "SELECT bool_and(embedding = pgml.embed(%s, body)) FROM corpus WHERE id IN (1, 2, 1199)",
                (MINILM,))
     assert same
 

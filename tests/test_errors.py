@@ -54,7 +54,7 @@ def cases(models):
                                    (gpt, Jsonb({"no_such_flag": 1, "max_new_tokens": 2})), "22023",
                                    "no_such_flag"),
         "wrong input type for the task": ("SELECT pgml.transform(%s, inputs => ARRAY['{\"a\": 1}'::jsonb])",
-                                          (sentiment,), "22023", "text inputs"),
+                                          (sentiment,), "22023", "takes text"),
         "QA input not JSON": ("SELECT pgml.transform(%s, inputs => ARRAY['where?'])", (qa,), "22P02",
                               "inputs[1] is not valid JSON"),
         "QA input without context": ("SELECT pgml.transform(%s, inputs => ARRAY['{\"question\": \"q\"}'])", (qa,),

@@ -27,7 +27,10 @@ def test_every_function_pins_search_path(conn):
         SELECT p.oid::regprocedure::text FROM pg_proc p
         WHERE p.pronamespace = 'pgml'::regnamespace
           AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false)""").fetchall()
-    assert unpinned == [("pgml.embed_table(regclass,text,text,text,jsonb,integer)",)]
+    assert sorted(unpinned) == [  # pgml.tune resolves relation_name in the caller's search_path (see tune.sql)
+        ("pgml.embed_table(regclass,text,text,text,jsonb,integer)",),
+        ("pgml.tune(text,text,text,text,text,jsonb,real,pgml.sampling,boolean,boolean)",),
+        ("pgml.tune_run(text,text,text,text,text,jsonb,real,pgml.sampling,boolean,boolean,bigint,text,boolean)",)]
 
 
 def test_reinstall_is_an_upgrade(dsn, conn):

@@ -206,3 +206,10 @@ def test_hub_id_from_the_servers_hugging_face_cache(conn, models):
 def test_device_map_places_the_model(conn, models):
     out = transform(conn, task("text-classification", models["bert-sentiment"], device_map="auto"), ["I love it"])
     assert out[0]["label"] == "POSITIVE"
+
+
+def test_text_pair_classification(conn, models):
+    pair = json.dumps({"text": "The team won the match.", "text_pair": "The players scored goals."})
+    out = one(conn, "SELECT pgml.transform(%s, inputs => ARRAY[%s::jsonb])",
+              (task("text-classification", models["bert-nli"]), pair))
+    assert len(out) == 1 and out[0]["label"] in ("entailment", "neutral", "contradiction")

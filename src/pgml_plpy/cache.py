@@ -1,46 +1,133 @@
-"""The per-backend model cache.
+"""The per-backend model cache, with least-recently-used eviction.
 
-A PostgreSQL backend is one process per connection, so a module-level dict lives as
-long as the connection: the second call of the same task and model in a backend
-costs only inference. Keys hold everything that changes the loaded model.
+A PostgreSQL backend is one process per connection, so a module-level cache lives as
+long as the connection: the second call of the same task and model costs only
+inference. Keys hold everything that changes the loaded model. Settings cap how many
+models and how many bytes of weights a backend keeps; past a cap the least recently
+used go first, and unloading really frees them (references dropped, garbage collected,
+the CUDA cache emptied).
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import sys
 import time
 from dataclasses import dataclass, field
 
 
 @dataclass
 class Entry:
+    key: str
+    kind: str            # what loaded it: transform, embed, rank, ...
+    task: str
+    model: str           # the name the caller used
     value: object
     load_seconds: float
+    device: str = ""
+    dtype: str = ""
+    bytes: int = 0
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     hits: int = 0
 
 
+def torch_module(value):
+    """The torch module behind a cached value (a task holds .model; models are modules)."""
+    import torch
+
+    return value if isinstance(value, torch.nn.Module) else getattr(value, "model", None)
+
+
+def describe(module) -> tuple[str, str, int]:
+    """(device, dtype, bytes of parameters and buffers, shared tensors counted once)."""
+    if module is None:
+        return "", "", 0
+    seen, size, devices = set(), 0, set()
+    dtypes = {str(p.dtype).replace("torch.", "") for p in module.parameters()}
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        devices.add(str(tensor.device))
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            size += tensor.numel() * tensor.element_size()
+    device_map = getattr(module, "hf_device_map", None)
+    if device_map:
+        devices = {str(d) for d in device_map.values()}
+    return ",".join(sorted(devices)), ",".join(sorted(dtypes)), size
+
+
 class ModelCache:
     def __init__(self):
         self._entries: dict[str, Entry] = {}
+        self.max_models: int | None = None
+        self.max_bytes: int | None = None
 
-    def get(self, key: str, load):
-        """The cached value for key, loading it with load() on a miss."""
+    def limit(self, max_models: int | None, max_bytes: int | None) -> None:
+        """Apply the settings' caps (checked on every load)."""
+        self.max_models, self.max_bytes = max_models, max_bytes
+
+    def get(self, key: str, load, *, kind: str = "", task: str = "", model: str = ""):
+        """The cached value for key, loading it with load() on a miss (evicting to make room)."""
         entry = self._entries.get(key)
-        if entry is None:
-            started = time.perf_counter()
-            entry = Entry(load(), time.perf_counter() - started)
-            self._entries[key] = entry
-        else:
+        if entry is not None:
             entry.hits += 1
             entry.last_used = time.time()
-        return entry.value
+            return entry.value
+        if self.max_models is not None:
+            self._evict(lambda: len(self._entries) >= self.max_models)
+        started = time.perf_counter()
+        value = load()
+        entry = Entry(key, kind, task, model, value, time.perf_counter() - started)
+        entry.device, entry.dtype, entry.bytes = describe(torch_module(value))
+        self._entries[key] = entry
+        if self.max_bytes is not None:
+            self._evict(lambda: sum(e.bytes for e in self._entries.values()) > self.max_bytes, keep=key)
+        return value
+
+    def _evict(self, too_much, keep: str | None = None) -> None:
+        """Unload least recently used entries (but keep) while too_much()."""
+        while too_much():
+            candidates = [e for e in self._entries.values() if e.key != keep]
+            if not candidates:
+                return
+            oldest = min(candidates, key=lambda e: e.last_used)
+            self.unload(lambda e: e is oldest)
+
+    def entries(self) -> list[Entry]:
+        return sorted(self._entries.values(), key=lambda e: e.loaded_at)
+
+    def entry_of(self, value) -> Entry | None:
+        return next((e for e in self._entries.values() if e.value is value), None)
+
+    def unload(self, matches) -> list[Entry]:
+        """Unload the entries for which matches(entry) is true and free their memory."""
+        gone = [self._entries.pop(e.key) for e in list(self._entries.values()) if matches(e)]
+        for entry in gone:
+            entry.value = None
+        if gone:
+            release()
+        return gone
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def release() -> None:
+    """Collect what dropped references left, hand freed heap back to the OS and cached CUDA
+    memory back to the device."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 MODELS = ModelCache()

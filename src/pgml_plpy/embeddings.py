@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 
 from .cache import MODELS
-from .errors import InvalidParameter, NullValue
-from .inputs import parse_args, parse_inputs
+from .errors import InvalidParameter, ModelNotFound, NullValue, one_line
+from .inputs import check_input_limits, parse_args, parse_inputs
 from .interrupts import watch
-from .models import check_placement, check_trust_remote_code, device_for, resolve
+from .models import check_placement, check_trust_remote_code, device_for, pickle_refused, resolve
 from .settings import Settings
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -25,6 +25,10 @@ EMBED_BUILD = _HUB_OPTIONS | {"truncate_dim"}
 EMBED_CALL = {"prompt", "prompt_name", "normalize_embeddings", "batch_size"}
 RANK_BUILD = _HUB_OPTIONS | {"max_length"}
 RANK_CALL = {"top_k", "return_documents", "batch_size", "prompt", "prompt_name"}
+
+
+# sentence-transformers class -> (the SQL function that loads it, the task loaded_models shows)
+_KINDS = {"SentenceTransformer": ("embed", "embedding"), "CrossEncoder": ("rank", "rank")}
 
 
 def split_kwargs(kwargs, build: set, call: set, function: str) -> tuple[dict, dict]:
@@ -48,24 +52,33 @@ def _load(cls_name: str, model: str, options: dict, settings: Settings):
 
     def load():
         kwargs = {k: v for k, v in options.items() if k != "device"}
-        if check_trust_remote_code(options, settings):
+        if check_trust_remote_code(options, settings, model):
             kwargs["trust_remote_code"] = True
-        loaded = getattr(sentence_transformers, cls_name)(
-            source.name, device=str(device), cache_folder=settings.huggingface_cache,
-            local_files_only=not settings.hub_downloads, **kwargs)
+        if not settings.allow_pickle:
+            kwargs["model_kwargs"] = {**(kwargs.get("model_kwargs") or {}), "use_safetensors": True}
+        try:
+            loaded = getattr(sentence_transformers, cls_name)(
+                source.name, device=str(device), cache_folder=settings.huggingface_cache,
+                local_files_only=not settings.hub_downloads, **kwargs)
+        except OSError as exc:
+            if not settings.allow_pickle and "safetensors" in str(exc):
+                raise pickle_refused(model) from None
+            raise ModelNotFound(f"loading {model}: {one_line(exc)}") from None
         check_placement(loaded.device, device, model)
         watch(loaded)
         return loaded
 
-    return MODELS.get(json.dumps([cls_name, model, options], sort_keys=True), load)
+    kind, task = _KINDS[cls_name]
+    return MODELS.get(json.dumps([cls_name, model, options], sort_keys=True), load, kind=kind, task=task,
+                      model=model)
 
 
-def _texts(values, what: str) -> list[str]:
+def _texts(values, what: str, settings: Settings) -> list[str]:
     texts = parse_inputs(values, is_json=False)
     for i, text in enumerate(texts, start=1):
         if not isinstance(text, str):
             raise InvalidParameter(f"{what}[{i}] must be text")
-    return texts
+    return check_input_limits(texts, settings, what)
 
 
 _FORMATS: dict[tuple[int, str], str] = {}
@@ -83,10 +96,15 @@ def array_literals(vectors, brackets: str = "{}") -> list[str]:
     return [fmt % tuple(row) for row in vectors.tolist()]
 
 
+def load_embedder(transformer, kwargs, settings: Settings):
+    """(the SentenceTransformer for transformer and kwargs' model options, kwargs' encode options)."""
+    build, call = split_kwargs(kwargs, EMBED_BUILD, EMBED_CALL, "pgml.embed")
+    return _load("SentenceTransformer", transformer, build, settings), call
+
+
 def embedder(transformer, kwargs, settings: Settings, brackets: str = "{}"):
     """A function from texts to their embeddings as array literals, the model loaded once."""
-    build, call = split_kwargs(kwargs, EMBED_BUILD, EMBED_CALL, "pgml.embed")
-    model = _load("SentenceTransformer", transformer, build, settings)
+    model, call = load_embedder(transformer, kwargs, settings)
 
     def encode(texts: list[str]) -> list[str]:
         vectors = model.encode(texts, convert_to_numpy=True, show_progress_bar=False, **call)
@@ -97,7 +115,7 @@ def embedder(transformer, kwargs, settings: Settings, brackets: str = "{}"):
 
 def embed(transformer, inputs, kwargs, settings: Settings) -> list[str]:
     """Embeddings of the inputs, in input order, as REAL[] literals."""
-    texts = _texts(inputs, "inputs")
+    texts = _texts(inputs, "inputs", settings)
     return embedder(transformer, kwargs, settings)(texts)
 
 
@@ -106,7 +124,7 @@ def rank(transformer, query, documents, kwargs, settings: Settings) -> list[tupl
     build, call = split_kwargs(kwargs, RANK_BUILD, RANK_CALL, "pgml.rank")
     if query is None:
         raise NullValue("query must not be NULL")
-    docs = _texts(documents, "documents")
+    docs = _texts(documents, "documents", settings)
     call.setdefault("return_documents", True)
     model = _load("CrossEncoder", transformer, build, settings)
     ranked = model.rank(query, docs, show_progress_bar=False, **call)

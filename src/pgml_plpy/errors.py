@@ -52,6 +52,10 @@ class InstallError(PgmlError):
     sqlstate = "55000"  # object_not_in_prerequisite_state
 
 
+class LimitExceeded(PgmlError):
+    sqlstate = "54000"  # program_limit_exceeded
+
+
 class OutOfMemory(PgmlError):
     sqlstate = "53200"  # out_of_memory
 

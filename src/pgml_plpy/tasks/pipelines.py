@@ -8,6 +8,7 @@ template) and OpenAI-style arguments on top of the pipeline.
 from __future__ import annotations
 
 from ..errors import InvalidParameter
+from ..streaming import stream_generation
 from .base import Task, take
 
 
@@ -33,6 +34,18 @@ class FillMaskTask(PipelineTask):
 class TextClassificationTask(PipelineTask):
     auto_class = "AutoModelForSequenceClassification"
     pipeline_task = "text-classification"
+
+    def prepare(self, items):
+        """Texts, or {"text", "text_pair"} objects (JSONB inputs) for pair classification."""
+        for i, item in enumerate(items, start=1):
+            pair = isinstance(item, dict) and set(item) == {"text", "text_pair"} and all(
+                isinstance(v, str) for v in item.values())
+            if not pair and not isinstance(item, str):
+                raise InvalidParameter(f'text-classification takes text or {{"text", "text_pair"}} inputs, but '
+                                       f"inputs[{i}] is {type(item).__name__}",
+                                       hint='Example: ARRAY[\'{"text": "A man eats.", "text_pair": "Someone eats."}\''
+                                            '::JSONB]')
+        return items
 
 
 class TokenClassificationTask(PipelineTask):
@@ -120,7 +133,9 @@ class TextGenerationTask(PipelineTask):
     def run(self, items, args):
         args, stops = openai_args(args, self.tokenizer)
         if isinstance(items[0], list):
-            return self.chat(items[0], args, stops)
+            prompt, args = self.chat_prompt(items[0], args)
+            records = self.pipe(prompt, return_full_text=False, **args)
+            return [cut_at_stop(r["generated_text"], stops) for r in records]
         outputs = self.pipe(items, **args)
         if stops:
             for prompt, records in zip(items, outputs):
@@ -130,7 +145,23 @@ class TextGenerationTask(PipelineTask):
                     record["generated_text"] = text[:head] + cut_at_stop(text[head:], stops)
         return outputs
 
-    def chat(self, messages, args, stops):
+    def stream(self, items, args):
+        """The continuation of one prompt, or the reply to one chat, as text pieces while they come."""
+        args, stops = openai_args(args, self.tokenizer)
+        if isinstance(items[0], list):
+            prompt, args = self.chat_prompt(items[0], args)
+        elif len(items) == 1:
+            prompt = items[0]
+        else:
+            raise InvalidParameter("transform_stream takes one prompt", hint="Stream each prompt in its own call.")
+        if args.get("num_return_sequences", 1) != 1:
+            raise InvalidParameter("transform_stream generates one sequence (n / num_return_sequences 1)")
+        return stream_generation(lambda **kw: self.pipe(prompt, return_full_text=False, **args, **kw),
+                                 self.tokenizer, stops)
+
+    def chat_prompt(self, messages, args):
+        """The conversation through the chat template (args.chat_template or the tokenizer's), and the
+        remaining args for the pipeline (the template already holds the special tokens)."""
         template = take(args, ["chat_template"]).get("chat_template")
         if template is None and not getattr(self.tokenizer, "chat_template", None):
             raise InvalidParameter(f"model {self.model.name_or_path} has no chat template",
@@ -142,5 +173,4 @@ class TextGenerationTask(PipelineTask):
         extra = {"continue_final_message": True} if prefill else {}
         prompt = self.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
                                                     add_generation_prompt=not prefill, **extra)
-        records = self.pipe(prompt, return_full_text=False, add_special_tokens=False, **args)
-        return [cut_at_stop(r["generated_text"], stops) for r in records]
+        return prompt, {**args, "add_special_tokens": False}
