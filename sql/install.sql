@@ -16,7 +16,6 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS plpython3u;
 CREATE SCHEMA IF NOT EXISTS pgml;
 COMMENT ON SCHEMA pgml IS 'pgml_plpy: Hugging Face models from SQL';
-GRANT USAGE ON SCHEMA pgml TO PUBLIC;
 
 \ir functions/housekeeping.sql
 SELECT pgml.activate_venv(:'venv');
@@ -27,6 +26,8 @@ SELECT pgml.activate_venv(:'venv');
 \ir functions/embed.sql
 \ir functions/lifecycle.sql
 \ir functions/tune.sql
+
+\ir functions/roles.sql
 
 -- Fails here, rolling everything back, when the venv cannot be used.
 SELECT pgml.version() AS pgml_version;

@@ -83,6 +83,21 @@ def dsn(models):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def private_cluster(models):
+    """A throwaway local cluster of the module's own, for tests that crash or break a server.
+
+    It is always a local initdb cluster (kill -9 needs the server's processes at hand)."""
+    root = tempfile.mkdtemp(prefix="pgml_plpy_private_")
+    cluster = LocalCluster(root, _free_port()).start()
+    try:
+        cluster.install(VENV)
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def conn(dsn):
     """One backend shared by the tests: models stay loaded between them."""

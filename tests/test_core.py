@@ -131,3 +131,13 @@ def test_torch_threads_come_from_the_setting():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_disk_full_and_unwritable_folders_say_what_to_fix():
+    import errno
+
+    full = errors.to_pgml_error(OSError(errno.ENOSPC, "No space left on device"), "restoring model 3")
+    assert (full.sqlstate, full.message) == ("53100", "restoring model 3: disk full: [Errno 28] No space left on device")
+    assert "pgml.validate" in full.hint
+    denied = errors.to_pgml_error(PermissionError(errno.EACCES, "Permission denied"), "x")
+    assert denied.sqlstate == "58030" and "OS user" in denied.hint

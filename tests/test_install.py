@@ -64,7 +64,7 @@ def test_a_wrong_venv_is_refused_and_nothing_changes(dsn, conn):
 @pytest.fixture
 def analyst(conn):
     conn.execute("DROP ROLE IF EXISTS pgml_test_analyst")
-    conn.execute("CREATE ROLE pgml_test_analyst LOGIN PASSWORD 'analyst'")
+    conn.execute("CREATE ROLE pgml_test_analyst LOGIN PASSWORD 'analyst' IN ROLE pgml_user")
     yield "pgml_test_analyst"
     conn.execute("DROP ROLE pgml_test_analyst")
 

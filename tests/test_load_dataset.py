@@ -409,9 +409,8 @@ def test_hub_dataset_from_the_servers_cache(conn, hub_cache):
 @pytest.fixture
 def loader_role(conn):
     conn.execute("DROP ROLE IF EXISTS pgml_test_loader")
-    conn.execute("CREATE ROLE pgml_test_loader LOGIN PASSWORD 'loader'")
+    conn.execute("CREATE ROLE pgml_test_loader LOGIN PASSWORD 'loader' IN ROLE pgml_admin")
     yield "pgml_test_loader"
-    conn.execute("REVOKE CREATE ON SCHEMA pgml FROM pgml_test_loader")
     conn.execute("DROP OWNED BY pgml_test_loader")
     conn.execute("DROP ROLE pgml_test_loader")
 
@@ -425,10 +424,7 @@ def test_only_trusted_roles_read_server_files(dsn, conn, data_dir, loader_role):
             assert err.sqlstate == "42501", (source, err.diag.message_primary)
             assert "pg_read_server_files" in err.diag.message_primary or \
                 "pg_write_server_files" in err.diag.message_primary
-        # hub datasets need CREATE on schema pgml, which only its owner has unless granted
-        err = sql_error(c, "SELECT * FROM pgml.load_dataset('acme/x')")
-        assert err.sqlstate == "42501" and "may not create tables in schema pgml" in err.diag.message_primary
-    conn.execute("GRANT CREATE ON SCHEMA pgml TO pgml_test_loader")
+    # pgml_admin may create tables in schema pgml; reading the server's files takes pg_read_server_files
     conn.execute("GRANT pg_read_server_files TO pgml_test_loader")
     try:
         with psycopg.connect(dsn, user=loader_role, password="loader", autocommit=True) as c:

@@ -348,7 +348,8 @@ def test_seq2seq_tasks(conn, fresh, models):
     config = server_python(conn, "from pgml_plpy.tuning import registry\n"
                                  "r = registry.lookup(plpy, 't2t')\n"
                                  "import json, pathlib\n"
-                                 "f = registry.restore(plpy, r['model_id'])\n"
+                                 "from pgml_plpy.settings import Settings\n"
+                                 "f = registry.restore(plpy, r['model_id'], Settings())\n"
                                  "plpy.notice(json.dumps(json.loads((f / 'config.json').read_text()).get('prefix')))")
     assert json.loads(config[-1]) == "answer: "
 
@@ -415,20 +416,20 @@ def test_lora_for_seq2seq_and_text_generation(conn, fresh, models):
 
 def test_restored_from_pgml_files_with_checksums(conn, dsn, sentiment):
     # the local copy is gone: a new backend restores it from pgml.files
-    server_python(conn, "import shutil\nfrom pgml_plpy.tuning import registry\n"
-                        "shutil.rmtree(registry.cache_root(), ignore_errors=True)")
+    server_python(conn, "import shutil\nfrom pgml_plpy.tuning import registry\nfrom pgml_plpy.settings import Settings\n"
+                        "shutil.rmtree(registry.cache_root(Settings()), ignore_errors=True)")
     with psycopg.connect(dsn, autocommit=True) as c:
         first = serve(c, "text-classification", "sentiment", ["I love it"])
     # a local copy that no longer matches is restored again
-    server_python(conn, "from pgml_plpy.tuning import registry\n"
-                        "for f in registry.cache_root().glob('*/model.safetensors'):\n"
+    server_python(conn, "from pgml_plpy.tuning import registry\nfrom pgml_plpy.settings import Settings\n"
+                        "for f in registry.cache_root(Settings()).glob('*/model.safetensors'):\n"
                         "    f.write_bytes(b'garbage')")
     with psycopg.connect(dsn, autocommit=True) as c:
         assert serve(c, "text-classification", "sentiment", ["I love it"]) == first
     # a damaged part in the database is refused (in a transaction rolled back afterwards)
     deployed = deployed_id(conn, "sentiment")
-    server_python(conn, "import shutil\nfrom pgml_plpy.tuning import registry\n"
-                        "shutil.rmtree(registry.cache_root(), ignore_errors=True)")
+    server_python(conn, "import shutil\nfrom pgml_plpy.tuning import registry\nfrom pgml_plpy.settings import Settings\n"
+                        "shutil.rmtree(registry.cache_root(Settings()), ignore_errors=True)")
     with psycopg.connect(dsn) as c:
         c.execute("UPDATE pgml.files SET data = 'x'::bytea || data WHERE model_id = %s AND "
                   "path = 'model.safetensors' AND part = 0", (deployed,))
@@ -456,8 +457,8 @@ def test_dump_and_restore_carry_the_models(conn, dsn, sentiment):
         setup = b"CREATE EXTENSION plpython3u;\n"
         subprocess.run([str(pg_bindir() / "psql"), *base, f"--dbname={target}", "-X", "-q", "-v", "ON_ERROR_STOP=1"],
                        input=setup + dump.stdout, capture_output=True, check=True, env=env)
-        server_python(conn, "import shutil\nfrom pgml_plpy.tuning import registry\n"
-                            "shutil.rmtree(registry.cache_root(), ignore_errors=True)")
+        server_python(conn, "import shutil\nfrom pgml_plpy.tuning import registry\nfrom pgml_plpy.settings import Settings\n"
+                            "shutil.rmtree(registry.cache_root(Settings()), ignore_errors=True)")
         here = serve(conn, "text-classification", "sentiment", ["I love it", "it is awful"])
         with psycopg.connect(dsn.replace("dbname=postgres", f"dbname={target}"), autocommit=True) as c:
             assert serve(c, "text-classification", "sentiment", ["I love it", "it is awful"]) == here
@@ -619,25 +620,22 @@ def test_procedure_needs_its_own_transactions(dsn, models, sentiment):
         assert info.value.sqlstate == "2D000" and "CALL it on its own" in info.value.diag.message_hint
 
 
-def test_tuning_is_for_roles_granted_the_registry(dsn, conn, models, sentiment):
+def test_tuning_is_for_pgml_admin(dsn, conn, models, sentiment):
     conn.execute("DROP ROLE IF EXISTS pgml_test_tuner")
-    conn.execute("CREATE ROLE pgml_test_tuner LOGIN PASSWORD 'tuner'")
+    conn.execute("CREATE ROLE pgml_test_tuner LOGIN PASSWORD 'tuner' IN ROLE pgml_user")
     conn.execute("GRANT SELECT ON reviews TO pgml_test_tuner")
     call = ("SELECT * FROM pgml.tune('granted', 'text-classification', 'reviews', 'sentiment', %s, %s)",
             (models["bert-mlm"], Jsonb({"training_args": {"max_steps": 1}})))
-    # where local model folders are limited for roles that are not admins (models_path), allow the test models
+    # local model folders are limited for roles that are not admins (models_path): allow the test models
     before = conn.execute("SELECT value FROM pgml.settings WHERE name = 'models_path'").fetchone()
     conn.execute("UPDATE pgml.settings SET value = %s WHERE name = 'models_path'",
                  (Jsonb([str(Path(models["bert-mlm"]).parent)]),))
     try:
         with psycopg.connect(dsn, user="pgml_test_tuner", password="tuner", autocommit=True) as c:
             assert sql_error(c, *call).sqlstate == "42501"
-            # serving is for everyone
+            # serving is for pgml_user
             assert serve(c, "text-classification", "sentiment", ["I love it"])[0]["label"] == "positive"
-        # the README's grants
-        conn.execute("GRANT INSERT, UPDATE ON pgml.projects, pgml.snapshots, pgml.models, pgml.deployments, "
-                     "pgml.files, pgml.logs TO pgml_test_tuner")
-        conn.execute("GRANT USAGE ON ALL SEQUENCES IN SCHEMA pgml TO pgml_test_tuner")
+        conn.execute("GRANT pgml_admin TO pgml_test_tuner")
         with psycopg.connect(dsn, user="pgml_test_tuner", password="tuner", autocommit=True) as c:
             assert c.execute(*call).fetchone() == ("successful", "text-classification", "transformers", True)
     finally:

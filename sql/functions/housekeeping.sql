@@ -97,3 +97,14 @@ if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
 return GD['pgml_plpy'].validate_python_dependencies(plpy)
 $$;
+
+-- The installation checked end to end: one row per part, whether it works, and what to fix.
+CREATE OR REPLACE FUNCTION pgml.validate()
+RETURNS TABLE (item text, ok boolean, detail text)
+LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+if 'pgml_plpy' not in GD:
+    plpy.execute('SELECT pgml._activate()')
+return GD['pgml_plpy'].validate(plpy)
+$$;

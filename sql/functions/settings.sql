@@ -6,9 +6,20 @@ CREATE TABLE IF NOT EXISTS pgml.settings (
   value jsonb NOT NULL,
   description text
 );
-COMMENT ON TABLE pgml.settings IS 'pgml_plpy settings; read on every call, changed with UPDATE by a superuser';
-REVOKE ALL ON pgml.settings FROM PUBLIC;
-GRANT SELECT ON pgml.settings TO PUBLIC;
+COMMENT ON TABLE pgml.settings IS 'pgml_plpy settings; read on every call, changed with UPDATE by pgml_admin';
+
+-- Checks each new value, so that a typo cannot break every call.
+CREATE OR REPLACE FUNCTION pgml._check_setting() RETURNS trigger
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+if 'pgml_plpy' not in GD:
+    plpy.execute('SELECT pgml._activate()')
+return GD['pgml_plpy'].check_setting(plpy, TD)
+$$;
+
+CREATE OR REPLACE TRIGGER check_setting BEFORE INSERT OR UPDATE ON pgml.settings
+FOR EACH ROW EXECUTE FUNCTION pgml._check_setting();
 
 CREATE OR REPLACE FUNCTION pgml._setting_defaults()
 RETURNS TABLE (name text, value text, description text)

@@ -2,9 +2,9 @@
 -- same, committing its progress as it goes), the model registry, and pgml.deploy.
 --
 -- The registry tables are created once and never dropped or rewritten here: re-running the install
--- keeps every project, model and file. Everyone may read them (pgml.transform serves a project's
--- deployed model from pgml.files in any backend); writing them, i.e. tuning and deploying, is for their
--- owner (the installing superuser) and the roles a DBA grants it to (see README, Fine-tuning).
+-- keeps every project, model and file. Privileges are in roles.sql: pgml_user reads them
+-- (pgml.transform serves a project's deployed model from pgml.files in any backend), pgml_admin
+-- writes them (tuning and deploying).
 
 DO $$ BEGIN
   CREATE TYPE pgml.sampling AS ENUM ('random', 'last', 'stratified');
@@ -98,8 +98,6 @@ CREATE TABLE IF NOT EXISTS pgml.logs (
 CREATE INDEX IF NOT EXISTS logs_model_id_idx ON pgml.logs (model_id);
 COMMENT ON TABLE pgml.logs IS 'training logs of pgml.tune: step, loss, learning rate, eval metrics, ETA';
 
-REVOKE ALL ON pgml.projects, pgml.snapshots, pgml.models, pgml.deployments, pgml.files, pgml.logs FROM PUBLIC;
-GRANT SELECT ON pgml.projects, pgml.snapshots, pgml.models, pgml.deployments, pgml.files, pgml.logs TO PUBLIC;
 
 -- Runs with their latest progress, and whether each is the deployed model of its project.
 CREATE OR REPLACE VIEW pgml.tune_runs AS
@@ -111,7 +109,6 @@ SELECT m.id AS model_id, p.name AS project, m.task, m.base_model, m.lora, m.stat
          AS deployed,
        m.created_at, m.updated_at
 FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id;
-GRANT SELECT ON pgml.tune_runs TO PUBLIC;
 
 -- PostgresML's view: each project's deployed model.
 CREATE OR REPLACE VIEW pgml.deployed_models AS
@@ -119,7 +116,6 @@ SELECT m.id, p.name, p.task, m.algorithm, m.runtime, d.created_at AS deployed_at
 FROM pgml.projects p
 JOIN LATERAL (SELECT * FROM pgml.deployments d WHERE d.project_id = p.id ORDER BY d.id DESC LIMIT 1) d ON true
 JOIN pgml.models m ON m.id = d.model_id;
-GRANT SELECT ON pgml.deployed_models TO PUBLIC;
 
 CREATE OR REPLACE FUNCTION pgml._tune(project_name text, task text, relation oid, y_column_name text,
                                       model_name text, hyperparams jsonb, test_size real,

@@ -6,6 +6,7 @@ sees a bare Python traceback as the only explanation.
 
 from __future__ import annotations
 
+import errno
 import re
 
 
@@ -87,6 +88,14 @@ def to_pgml_error(exc: BaseException, doing: str) -> PgmlError:
                          hint=getattr(exc, "hint", None))
     full = str(exc) or type(exc).__name__
     detail = full if len(full) > _MAX_MESSAGE or "\n" in full.strip() else None
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return PgmlError(f"{doing}: disk full: {one_line(full)}", sqlstate="53100", detail=detail,
+                         hint="Free space on the database server's disk; SELECT * FROM pgml.validate() shows "
+                              "the folders pgml uses.")
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PgmlError(f"{doing}: {one_line(full)}", sqlstate="58030", detail=detail,
+                         hint="The server's OS user must be able to write there; SELECT * FROM pgml.validate() "
+                              "checks the folders pgml uses.")
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return OutOfMemory(f"{doing}: out of memory: {one_line(full)}",
                            hint="Use a smaller model, a smaller batch_size, or fewer inputs per call.",

@@ -37,12 +37,34 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+_PLANS: dict[str, object] = {}
+
+
+def _plan(plpy, query: str):
+    """A prepared plan, kept for the backend's life."""
+    if query not in _PLANS:
+        _PLANS[query] = plpy.prepare(query)
+    return _PLANS[query]
+
+
 def _settings(plpy) -> Settings:
-    """The settings, with the model cache's caps applied to this backend."""
-    rows = plpy.execute("SELECT name, value::text AS value FROM pgml.settings")
-    settings = from_rows((row["name"], row["value"]) for row in rows)
+    """The settings for the calling role, with the model cache's caps applied to this backend.
+
+    The role's standing comes from the catalog (superuser, or member of pgml_admin), never from a
+    GUC: any user can SET a pgml.* placeholder.
+    """
+    rows = plpy.execute(_plan(plpy, "SELECT name, value::text AS value FROM pgml.settings"))
+    admin = plpy.execute(_plan(plpy, "SELECT r.rolsuper OR pg_catalog.pg_has_role('pgml_admin', 'MEMBER') AS admin "
+                                     "FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"))[0]["admin"]
+    settings = from_rows(((row["name"], row["value"]) for row in rows), admin=admin)
     MODELS.limit(settings.max_models, settings.max_model_bytes)
     return settings
+
+
+def check_setting(plpy, td) -> None:
+    """pgml.settings' trigger: a new or changed setting must be a known name with a valid value."""
+    new = td["new"]
+    _call(plpy, "pgml.settings", from_rows, [(new["name"], new["value"])])
 
 
 def _use_threads(settings: Settings) -> None:
@@ -221,31 +243,21 @@ def python_package_version(name: str) -> str | None:
 
 def validate_python_dependencies(plpy) -> list[tuple[str, str]]:
     """(distribution, version) for each dependency; an error names any that is missing."""
-    from importlib.metadata import PackageNotFoundError, requires
-    from importlib.metadata import version as dist_version
+    from .validate import dependencies
 
-    from packaging.requirements import Requirement
+    return _call(plpy, "validate_python_dependencies", dependencies)
 
-    def check():
-        found, missing = [], []
-        for line in requires("pgml-plpy") or []:
-            req = Requirement(line)
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-                continue
-            try:
-                installed = dist_version(req.name)
-            except PackageNotFoundError:
-                missing.append(str(req))
-                continue
-            if installed not in req.specifier and req.specifier:
-                missing.append(f"{req} (found {installed})")
-            found.append((req.name, installed))
-        if missing:
-            raise InstallError(f"the venv lacks {', '.join(missing)}",
-                               hint="Re-run scripts/setup.sh (or pip install the package) in the venv.")
-        return found
 
-    return _call(plpy, "validate_python_dependencies", check)
+def validate(plpy) -> list[tuple[str, bool, str]]:
+    """pgml.validate: each part of the installation, whether it works, and what to fix."""
+    def run():
+        from .validate import checks
+
+        settings = _settings(plpy)
+        _use_threads(settings)
+        return checks(plpy, settings)
+
+    return _call(plpy, "validate", run)
 
 
 def embed(plpy, transformer, inputs, kwargs) -> list[str]:

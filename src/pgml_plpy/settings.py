@@ -35,6 +35,9 @@ class Settings:
     huggingface_whitelist: list[str] | None = None
     # Models allowed to run their own code when huggingface_trust_remote_code is on; None: any.
     huggingface_trust_remote_code_whitelist: list[str] | None = None
+    # Where tuned models restored from pgml.files are kept (None: ~/.cache/pgml_plpy/models of the
+    # server's OS user, else the temporary folder).
+    models_cache: str | None = None
     # Weights from pickle-based files (pytorch_model.bin, which can run code when loaded);
     # off: safetensors only.
     allow_pickle: bool = False
@@ -57,6 +60,7 @@ DESCRIPTIONS = {
     "models_path": "folders other roles than pgml_admin may load local models from (null: none)",
     "huggingface_whitelist": "hub ids that may be loaded, exact or org/* (null: any)",
     "huggingface_trust_remote_code_whitelist": "models that may run their own code (null: any, when allowed)",
+    "models_cache": "folder for tuned models restored from pgml.files (null: ~/.cache/pgml_plpy/models)",
     "allow_pickle": "load weights from pickle-based files too (off: safetensors only)",
     "max_inputs": "most inputs in one call",
     "max_input_chars": "most characters in one input",

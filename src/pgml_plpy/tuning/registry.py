@@ -204,14 +204,14 @@ def manifest(plpy, model_id: int) -> list[list]:
     return [[r["path"], list(r["parts"]), int(r["size"])] for r in rows]
 
 
-def cache_root() -> Path:
-    """Where restored models live: $PGML_PLPY_CACHE, else ~/.cache/pgml_plpy/models of the server's OS
-    user, else the temporary folder. Only that user may read it (0700)."""
-    candidates = []
-    if os.environ.get("PGML_PLPY_CACHE"):
-        candidates.append(Path(os.environ["PGML_PLPY_CACHE"]))
-    candidates.append(Path(os.path.expanduser("~")) / ".cache" / "pgml_plpy" / "models")
-    candidates.append(Path(tempfile.gettempdir()) / f"pgml_plpy-{os.getuid()}" / "models")
+def cache_root(settings: Settings) -> Path:
+    """Where restored models live: the setting models_cache, else ~/.cache/pgml_plpy/models of the
+    server's OS user, else the temporary folder. Only that user may read it (0700)."""
+    if settings.models_cache:
+        candidates = [Path(settings.models_cache)]
+    else:
+        candidates = [Path(os.path.expanduser("~")) / ".cache" / "pgml_plpy" / "models",
+                      Path(tempfile.gettempdir()) / f"pgml_plpy-{os.getuid()}" / "models"]
     for root in candidates:
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -219,8 +219,10 @@ def cache_root() -> Path:
                 return root
         except OSError:
             continue
-    raise PgmlError("no writable folder for restored models", sqlstate="58030",
-                    hint="Set PGML_PLPY_CACHE in the server's environment to a folder its OS user can write.")
+    raise PgmlError(f"the server's OS user cannot write the folder for restored models ({candidates[0]})",
+                    sqlstate="58030",
+                    hint="A pgml_admin sets the setting models_cache to a folder that user can write: "
+                         "UPDATE pgml.settings SET value = '\"/path\"' WHERE name = 'models_cache'.")
 
 
 def _local_parts(path: Path) -> list[str]:
@@ -250,7 +252,7 @@ def _valid(folder: Path, files: list[list]) -> bool:
         return False
 
 
-def restore(plpy, model_id: int) -> Path:
+def restore(plpy, model_id: int, settings: Settings) -> Path:
     """The model's files in a local folder, fetched from pgml.files unless a valid copy is there."""
     files = manifest(plpy, model_id)
     if not files:
@@ -259,7 +261,7 @@ def restore(plpy, model_id: int) -> Path:
     for path, _, _ in files:
         check_path(path)
     key = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:40]
-    root = cache_root()
+    root = cache_root(settings)
     folder = root / key
     if _valid(folder, files):
         return folder
@@ -388,7 +390,7 @@ def deployed(plpy, name: str, settings: Settings):
     model_id = row["model_id"]
 
     def folder() -> str:
-        local = restore(plpy, model_id)
+        local = restore(plpy, model_id, settings)
         if row["lora"]:
             recorded = json.loads(row["hyperparams"] or "{}")
             options = {k: recorded[k] for k in ("revision",) if recorded.get(k) is not None}
