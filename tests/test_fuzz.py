@@ -13,7 +13,6 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg.types.json import Jsonb
 
 ROLE = "pgml_test_fuzzer"
 EXAMPLES = 300  # per function

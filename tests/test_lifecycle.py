@@ -2,7 +2,6 @@
 
 import pytest
 from pgtest import one, sql_error, task
-from psycopg.types.json import Jsonb
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 
-from .errors import InvalidJson, InvalidParameter, NotSupported, NullValue, one_line
+from .errors import InvalidParameter, NotSupported, NullValue, one_line
+from .inputs import json_kind, parse_args
 
 # kwargs every splitter accepts (langchain_text_splitters.TextSplitter.__init__),
 # except length_function, which is a Python callable and cannot come from JSON.
@@ -39,14 +40,10 @@ _NEEDS_HINT = {
 }
 
 
-def _kind(value) -> str:
-    return "null" if value is None else {bool: "boolean", int: "integer", float: "number", str: "string",
-                                         list: "array", dict: "object"}.get(type(value), type(value).__name__)
-
 
 def _int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidParameter(f"{name} must be an integer, not {_kind(value)} {json.dumps(value)}",
+        raise InvalidParameter(f"{name} must be an integer, not {json_kind(value)} {json.dumps(value)}",
                                hint=f'Example: {{"{name}": {max(minimum, 1) * 500}}}')
     if value < minimum:
         raise InvalidParameter(f"{name} must be at least {minimum}, not {value}")
@@ -55,13 +52,13 @@ def _int(name, value, minimum):
 
 def _bool(name, value):
     if not isinstance(value, bool):
-        raise InvalidParameter(f"{name} must be true or false, not {_kind(value)} {json.dumps(value)}")
+        raise InvalidParameter(f"{name} must be true or false, not {json_kind(value)} {json.dumps(value)}")
     return value
 
 
 def _str(name, value, *, empty_ok=True):
     if not isinstance(value, str):
-        raise InvalidParameter(f"{name} must be a string, not {_kind(value)} {json.dumps(value)}")
+        raise InvalidParameter(f"{name} must be a string, not {json_kind(value)} {json.dumps(value)}")
     if not empty_ok and not value:
         raise InvalidParameter(f"{name} must not be empty")
     return value
@@ -90,16 +87,7 @@ def _check_value(name: str, value):
 
 def parse_kwargs(splitter: str, kwargs) -> dict:
     """The kwargs JSON (text or dict) as checked constructor arguments for `splitter`."""
-    if kwargs is None:
-        return {}
-    if isinstance(kwargs, str):
-        try:
-            kwargs = json.loads(kwargs)
-        except ValueError as exc:
-            raise InvalidJson(f"kwargs is not valid JSON: {exc}") from None
-    if not isinstance(kwargs, dict):
-        raise InvalidParameter(f"kwargs must be a JSON object, not {_kind(kwargs)}",
-                               hint='Example: \'{"chunk_size": 1000, "chunk_overlap": 200}\'')
+    kwargs = parse_args(kwargs, "kwargs", '{"chunk_size": 1000, "chunk_overlap": 200}')
     allowed = _COMMON + SPLITTERS[splitter][1]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:

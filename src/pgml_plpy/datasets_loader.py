@@ -32,8 +32,9 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .errors import (InvalidJson, InvalidParameter, ModelNotFound, NotSupported, NullValue, PermissionDenied,
+from .errors import (InvalidParameter, ModelNotFound, NotSupported, NullValue, PermissionDenied,
                      PgmlError, one_line)
+from .inputs import json_kind, parse_args
 from .settings import Settings
 
 # Marks the tables load_dataset made (their comment starts with it): only those are replaced.
@@ -170,10 +171,6 @@ class Plan:
     writes_server_files: bool = False
 
 
-def _kind(value) -> str:
-    return "null" if value is None else {bool: "boolean", int: "integer", float: "number", str: "string",
-                                         list: "array", dict: "object"}.get(type(value), type(value).__name__)
-
 
 def _identifier(name: str, what: str, hint: str = 'Pass another with kwargs {"table_name": "..."}.') -> str:
     if not name or "\x00" in name:
@@ -219,7 +216,7 @@ def _check_kwargs(kwargs: dict) -> tuple[dict, dict]:
     """(pgml_plpy's own kwargs, datasets.load_dataset keyword arguments), with their types checked."""
     own = {k: kwargs.pop(k) for k in OWN_KWARGS if k in kwargs}
     if "table_name" in own and (not isinstance(own["table_name"], str) or not own["table_name"].strip()):
-        raise InvalidParameter(f"table_name must be a non-empty string, not {_kind(own['table_name'])}")
+        raise InvalidParameter(f"table_name must be a non-empty string, not {json_kind(own['table_name'])}")
     for name, hint in (("path", "The dataset is the source argument."),
                        ("name", "The dataset configuration is the subset argument."),
                        ("download_config", "download_config is a Python object and cannot be given from SQL.")):
@@ -239,7 +236,7 @@ def _check_kwargs(kwargs: dict) -> tuple[dict, dict]:
     strings = ("split", "data_dir", "cache_dir", "revision", "download_mode", "verification_mode")
     for name in strings:
         if name in kwargs and not (isinstance(kwargs[name], str) and kwargs[name]):
-            raise InvalidParameter(f"{name} must be a non-empty string, not {_kind(kwargs[name])} "
+            raise InvalidParameter(f"{name} must be a non-empty string, not {json_kind(kwargs[name])} "
                                    f"{json.dumps(kwargs[name])}")
     for name in ("keep_in_memory", "save_infos"):
         if name in kwargs and not isinstance(kwargs[name], bool):
@@ -292,16 +289,7 @@ def plan(source, subset=None, limit=None, kwargs=None) -> Plan:
         subset = None
     if limit is not None and limit < 0:
         raise InvalidParameter(f"limit must not be negative, not {limit}")
-    if kwargs is None:
-        kwargs = {}
-    elif isinstance(kwargs, str):
-        try:
-            kwargs = json.loads(kwargs)
-        except ValueError as exc:
-            raise InvalidJson(f"kwargs is not valid JSON: {exc}") from None
-    if not isinstance(kwargs, dict):
-        raise InvalidParameter(f"kwargs must be a JSON object, not {_kind(kwargs)}",
-                               hint='Example: \'{"split": "train"}\'')
+    kwargs = parse_args(kwargs, "kwargs", '{"split": "train"}')
     own, options = _check_kwargs(dict(kwargs))
     split = options.pop("split", None)
     reads = any(k in options for k in ("data_files", "data_dir", "storage_options"))

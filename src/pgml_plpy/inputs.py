@@ -60,7 +60,7 @@ def parse_task(task, *, is_json: bool) -> TaskSpec:
         task = stripped  # a JSON object passed as TEXT: read it as the JSONB form
     spec = _loads(task, "task")
     if not isinstance(spec, dict):
-        raise InvalidParameter(f"task must be a JSON object or a task name, not {type(spec).__name__}",
+        raise InvalidParameter(f"task must be a JSON object or a task name, not {json_kind(spec)}",
                                hint='Example: {"task": "text-classification", "model": "distilbert-base-uncased"}')
     spec = dict(spec)
     name = spec.pop("task", None)
@@ -81,14 +81,21 @@ def parse_task(task, *, is_json: bool) -> TaskSpec:
     return TaskSpec(name.strip(), model.strip() if model else None, spec)
 
 
-def parse_args(args, what: str = "args") -> dict:
-    """A JSON object of keyword arguments (transform's args, embed's kwargs)."""
+def json_kind(value) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    return "null" if value is None else {bool: "boolean", int: "integer", float: "number", str: "string",
+                                         list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def parse_args(args, what: str = "args", example: str | None = '{"max_new_tokens": 32}') -> dict:
+    """A JSON object of keyword arguments (transform's args, the kwargs of the other functions),
+    as JSON text or already decoded."""
     if args is None:
         return {}
-    value = _loads(args, what)
+    value = _loads(args, what) if isinstance(args, str) else args
     if not isinstance(value, dict):
-        raise InvalidParameter(f"{what} must be a JSON object, not {type(value).__name__}",
-                               hint='Example: \'{"max_new_tokens": 32}\'')
+        raise InvalidParameter(f"{what} must be a JSON object, not {json_kind(value)}",
+                               hint=f"Example: '{example}'" if example else None)
     return value
 
 

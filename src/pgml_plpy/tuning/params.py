@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..errors import InvalidParameter
-from ..inputs import LOADER_OPTIONS
+from ..inputs import LOADER_OPTIONS, parse_args
 
 # Task names pgml.tune takes, and the aliases PostgresML and transformers users write.
 TASKS = ("text-classification", "text-pair-classification", "token-classification", "question-answering",
@@ -96,11 +96,7 @@ def canonical_task(task: str) -> str:
 
 
 def _object(value, what: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidParameter(f"{what} must be a JSON object, not {type(value).__name__}")
-    return dict(value)
+    return dict(parse_args(value, what, None))
 
 
 def _positive_int(value, what: str) -> int:
