@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ... import interrupts
@@ -48,7 +49,7 @@ def kind_ok(kind: str, column: Column) -> bool:
     raise AssertionError(kind)
 
 
-class TuneTask:
+class TuneTask(ABC):
     """A task pgml.tune trains: subclasses say which columns, model class and metrics."""
 
     name = ""
@@ -194,16 +195,18 @@ class TuneTask:
             out += self.encode(model, tokenizer, rows[start:start + CHUNK])
         return out
 
+    @abstractmethod
     def encode(self, model, tokenizer, rows: list[dict]) -> list[dict]:
-        raise NotImplementedError
+        """The Trainer's examples for a chunk of rows."""
 
     def collator(self, model, tokenizer):
         import transformers
 
         return transformers.DataCollatorWithPadding(tokenizer)
 
+    @abstractmethod
     def evaluate(self, trainer, model, tokenizer, rows: list[dict], features: list[dict]) -> dict:
-        raise NotImplementedError
+        """The task's metrics on the test rows."""
 
     def finalize(self, model, tokenizer) -> None:
         """Changes to the model's config or tokenizer before they are saved (the default: none)."""
