@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
@@ -22,3 +25,23 @@ def sql_error(conn, query, params=None) -> psycopg.Error:
 
 def task(name: str, model: str, **options) -> Jsonb:
     return Jsonb({"task": name, "model": model, **options})
+
+
+def readable_tree(root: str) -> None:
+    """Make root readable by the server's OS user (dirs 755, files 644)."""
+    for path, dirs, files in os.walk(root):
+        os.chmod(path, 0o755)
+        for name in files:
+            os.chmod(os.path.join(path, name), 0o644)
+
+
+def hf_cache(root: str, model_folder: str, repos: list[str]) -> None:
+    """A Hugging Face hub cache under root holding model_folder as each of the hub ids in repos."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for repo in repos:
+        folder = os.path.join(root, "models--" + repo.replace("/", "--"))
+        shutil.copytree(model_folder, os.path.join(folder, "snapshots", commit))
+        os.makedirs(os.path.join(folder, "refs"))
+        with open(os.path.join(folder, "refs", "main"), "w") as f:
+            f.write(commit)
+    readable_tree(root)

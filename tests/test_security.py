@@ -6,7 +6,7 @@ import tempfile
 
 import psycopg
 import pytest
-from pgtest import one, sql_error, task
+from pgtest import hf_cache, one, sql_error, task
 from psycopg.types.json import Jsonb
 
 USER, ADMIN, NOBODY = "pgml_test_user", "pgml_test_admin", "pgml_test_nobody"
@@ -138,24 +138,9 @@ def test_models_path_is_enforced_for_users(as_role, conn, folders, setting):
     assert one(as_role(ADMIN), query, (task("text-classification", os.path.join(folders, "outside", "model")),))
 
 
-def hf_cache(root, models, repos):
-    """A Hugging Face hub cache under root holding the sentiment model as each of repos."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    for repo in repos:
-        folder = os.path.join(root, "models--" + repo.replace("/", "--"))
-        shutil.copytree(models["bert-sentiment"], os.path.join(folder, "snapshots", commit))
-        os.makedirs(os.path.join(folder, "refs"))
-        with open(os.path.join(folder, "refs", "main"), "w") as f:
-            f.write(commit)
-    for path, dirs, files in os.walk(root):
-        os.chmod(path, 0o755)
-        for name in files:
-            os.chmod(os.path.join(path, name), 0o644)
-
-
 def test_huggingface_whitelist(conn, models, setting, folders):
     cache = os.path.join(folders, "hf")
-    hf_cache(cache, models, ["acme/sentiment", "other/sentiment"])
+    hf_cache(cache, models["bert-sentiment"], ["acme/sentiment", "other/sentiment"])
     setting("huggingface_cache", cache)
     setting("huggingface_whitelist", ["acme/*"])
     query = "SELECT pgml.transform(%s, inputs => ARRAY['I love it'])"

@@ -6,7 +6,7 @@ import time
 
 import psycopg
 import pytest
-from pgtest import one, sql_error, task
+from pgtest import one, readable_tree, sql_error, task
 from psycopg.types.json import Jsonb
 
 GREEDY = {"do_sample": False, "max_new_tokens": 12}
@@ -105,10 +105,7 @@ def long_gpt2(models):
         shutil.copytree(models["gpt2-chat"], folder + ".tmp")
         config = GPT2Config.from_pretrained(models["gpt2-chat"], n_positions=2048, n_layer=4, n_embd=256)
         GPT2LMHeadModel(config).save_pretrained(folder + ".tmp")
-        for path, dirs, files in os.walk(folder + ".tmp"):
-            os.chmod(path, 0o755)
-            for name in files:
-                os.chmod(os.path.join(path, name), 0o644)
+        readable_tree(folder + ".tmp")
         os.rename(folder + ".tmp", folder)
     return folder
 

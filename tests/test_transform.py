@@ -7,7 +7,7 @@ import tempfile
 
 import psycopg
 import pytest
-from pgtest import one, sql_error, task
+from pgtest import hf_cache, one, sql_error, task
 from psycopg.types.json import Jsonb
 
 GREEDY = {"do_sample": False, "max_new_tokens": 8}
@@ -180,16 +180,7 @@ def test_cache_reuse_and_key(dsn, models):
 def test_hub_id_from_the_servers_hugging_face_cache(conn, models):
     """A hub id resolves offline from the HF cache named by the huggingface_cache setting."""
     cache = tempfile.mkdtemp(prefix="hf_cache_", dir=os.path.dirname(models["bert-sentiment"]))
-    repo = os.path.join(cache, "models--acme--tiny-sentiment")
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(models["bert-sentiment"], os.path.join(repo, "snapshots", commit))
-    os.makedirs(os.path.join(repo, "refs"))
-    with open(os.path.join(repo, "refs", "main"), "w") as f:
-        f.write(commit)
-    for path, dirs, files in os.walk(cache):
-        os.chmod(path, 0o755)
-        for name in files:
-            os.chmod(os.path.join(path, name), 0o644)
+    hf_cache(cache, models["bert-sentiment"], ["acme/tiny-sentiment"])
     conn.execute("UPDATE pgml.settings SET value = to_jsonb(%s::text) WHERE name = 'huggingface_cache'", (cache,))
     try:
         by_id = transform(conn, task("text-classification", "acme/tiny-sentiment"), ["I love it"])
