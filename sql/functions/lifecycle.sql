@@ -49,17 +49,8 @@ if 'pgml_plpy' not in GD:
 return GD['pgml_plpy'].clear_gpu_cache(plpy, memory_usage)
 $$;
 
--- Load a model ahead of the first query (a connection pool's init query, for example).
-CREATE OR REPLACE FUNCTION pgml.preload(task jsonb)
-RETURNS SETOF pgml.loaded_model
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
-SET search_path = pg_catalog, pg_temp
-AS $$
-if 'pgml_plpy' not in GD:
-    plpy.execute('SELECT pgml._activate()')
-return GD['pgml_plpy'].preload(plpy, task, task_is_json=True)
-$$;
-
+-- Load a model ahead of the first query (a connection pool's init query, for example). The task
+-- is a name or a JSON object, as TEXT; the JSONB form hands its text over.
 CREATE OR REPLACE FUNCTION pgml.preload(task text)
 RETURNS SETOF pgml.loaded_model
 LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
@@ -67,8 +58,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
-return GD['pgml_plpy'].preload(plpy, task, task_is_json=False)
+return GD['pgml_plpy'].preload(plpy, task)
 $$;
+
+CREATE OR REPLACE FUNCTION pgml.preload(task jsonb)
+RETURNS SETOF pgml.loaded_model
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM pgml.preload(task::text) $$;
 
 CREATE OR REPLACE FUNCTION pgml.preload_embed(transformer text, kwargs jsonb DEFAULT '{}')
 RETURNS SETOF pgml.loaded_model

@@ -198,15 +198,15 @@ def clear_gpu_cache(plpy, memory_usage) -> bool:
     return _call(plpy, "clear_gpu_cache", run)
 
 
-def preload(plpy, task, *, task_is_json: bool) -> list[tuple]:
-    """Load a transform task's model ahead of its first call; its loaded_models row."""
+def preload(plpy, task) -> list[tuple]:
+    """Load a transform task's model (task: a name or JSON text) ahead of its first call; its row."""
     def run():
         from .inputs import parse_task
         from .transform import load_task
 
         settings = _settings(plpy)
         _use_threads(settings)
-        return _rows([MODELS.entry_of(load_task(parse_task(task, is_json=task_is_json), settings))])
+        return _rows([MODELS.entry_of(load_task(parse_task(task, is_json=False), settings))])
 
     return _call(plpy, "preload", run)
 
