@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .embeddings import embedder
+from .embeddings import encoder
 from .errors import InvalidParameter, PgmlError
 from .settings import Settings
 
@@ -63,7 +63,7 @@ def run(plpy, relation: int, text_column: str, embedding_column: str, transforme
                             "not real[] or vector", sqlstate="42804",
                             hint="Use a new column name: embed_table creates it as real[].")
         column_type, brackets = column["type"], encode_for[column["typname"]]
-    encode = embedder(transformer, kwargs, settings, brackets)
+    encode = encoder(transformer, kwargs, settings, brackets)
 
     counts = plpy.execute(
         f"SELECT count(*) FILTER (WHERE {txt} IS NOT NULL) AS todo, count(*) FILTER (WHERE {txt} IS NULL) AS nulls "

@@ -16,6 +16,7 @@ from .errors import InvalidParameter, ModelNotFound, NullValue, one_line
 from .inputs import check_input_limits, parse_args, parse_inputs
 from .interrupts import watch
 from .models import check_placement, check_trust_remote_code, device_for, pickle_refused, resolve
+from .runtimes import EmbedRequest, RankRequest, runtime_for
 from .settings import Settings
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -42,11 +43,15 @@ def split_kwargs(kwargs, build: set, call: set, function: str) -> tuple[dict, di
     return ({k: v for k, v in value.items() if k in build}, {k: v for k, v in value.items() if k in call})
 
 
+def _model_name(model) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise NullValue("the model name must not be NULL or empty", hint=f"Example: '{DEFAULT_EMBEDDER}'")
+    return model
+
+
 def _load(cls_name: str, model: str, options: dict, settings: Settings):
     import sentence_transformers
 
-    if not isinstance(model, str) or not model.strip():
-        raise NullValue("the model name must not be NULL or empty", hint=f"Example: '{DEFAULT_EMBEDDER}'")
     device = device_for(options)
     source = resolve(model, options, settings)
 
@@ -96,19 +101,30 @@ def array_literals(vectors, brackets: str = "{}") -> list[str]:
     return [fmt % tuple(row) for row in vectors.tolist()]
 
 
-def load_embedder(transformer, kwargs, settings: Settings):
-    """(the SentenceTransformer for transformer and kwargs' model options, kwargs' encode options)."""
+def load_embedder(model: str, build: dict, settings: Settings):
+    """The SentenceTransformer for model and kwargs' model options, from this backend's cache."""
+    return _load("SentenceTransformer", model, build, settings)
+
+
+def load_ranker(model: str, build: dict, settings: Settings):
+    """The CrossEncoder for model and kwargs' model options, from this backend's cache."""
+    return _load("CrossEncoder", model, build, settings)
+
+
+def embed_request(transformer, texts: list[str], kwargs, settings: Settings) -> EmbedRequest:
+    """pgml.embed's arguments checked: kwargs split into model and encode options."""
     build, call = split_kwargs(kwargs, EMBED_BUILD, EMBED_CALL, "pgml.embed")
-    return _load("SentenceTransformer", transformer, build, settings), call
+    return EmbedRequest(_model_name(transformer), texts, build, call, settings)
 
 
-def embedder(transformer, kwargs, settings: Settings, brackets: str = "{}"):
-    """A function from texts to their embeddings as array literals, the model loaded once."""
-    model, call = load_embedder(transformer, kwargs, settings)
+def encoder(transformer, kwargs, settings: Settings, brackets: str = "{}"):
+    """A function from texts to their embeddings as array literals, wherever the model runs."""
+    request = embed_request(transformer, [], kwargs, settings)
+    runtime = runtime_for(request.model, "embedding", settings)
 
     def encode(texts: list[str]) -> list[str]:
-        vectors = model.encode(texts, convert_to_numpy=True, show_progress_bar=False, **call)
-        return array_literals(vectors.reshape(len(texts), -1), brackets)
+        request.texts = texts
+        return array_literals(runtime.embed(request), brackets)
 
     return encode
 
@@ -116,7 +132,7 @@ def embedder(transformer, kwargs, settings: Settings, brackets: str = "{}"):
 def embed(transformer, inputs, kwargs, settings: Settings) -> list[str]:
     """Embeddings of the inputs, in input order, as REAL[] literals."""
     texts = _texts(inputs, "inputs", settings)
-    return embedder(transformer, kwargs, settings)(texts)
+    return encoder(transformer, kwargs, settings)(texts)
 
 
 def rank(transformer, query, documents, kwargs, settings: Settings) -> list[tuple[int, float, str | None]]:
@@ -124,8 +140,6 @@ def rank(transformer, query, documents, kwargs, settings: Settings) -> list[tupl
     build, call = split_kwargs(kwargs, RANK_BUILD, RANK_CALL, "pgml.rank")
     if query is None:
         raise NullValue("query must not be NULL")
-    docs = _texts(documents, "documents", settings)
-    call.setdefault("return_documents", True)
-    model = _load("CrossEncoder", transformer, build, settings)
-    ranked = model.rank(query, docs, show_progress_bar=False, **call)
-    return [(int(r["corpus_id"]), float(r["score"]), r.get("text")) for r in ranked]
+    request = RankRequest(_model_name(transformer), query, _texts(documents, "documents", settings), build, call,
+                          settings)
+    return runtime_for(request.model, "rank", settings).rank(request)

@@ -53,6 +53,10 @@ class InstallError(PgmlError):
     sqlstate = "55000"  # object_not_in_prerequisite_state
 
 
+class InvalidSetting(PgmlError):
+    sqlstate = "22023"  # invalid_parameter_value: a pgml.settings value
+
+
 class LimitExceeded(PgmlError):
     sqlstate = "54000"  # program_limit_exceeded
 

@@ -68,10 +68,9 @@ def check_setting(plpy, td) -> None:
 
 
 def _use_threads(settings: Settings) -> None:
-    import torch
+    from .runtimes.backend import use_threads
 
-    if torch.get_num_threads() != settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    use_threads(settings)
 
 
 _sql_error_class = None
@@ -109,7 +108,6 @@ def transform(plpy, task, args, inputs, *, task_is_json: bool, inputs_are_json: 
         from .transform import transform as run_transform
 
         settings = _settings(plpy)
-        _use_threads(settings)
         result = run_transform(task, args, inputs, task_is_json=task_is_json, inputs_are_json=inputs_are_json,
                                settings=settings, deployed=lambda name: _deployed(plpy, name, settings))
         return json.dumps(result, default=_json_default)
@@ -122,7 +120,6 @@ def transform_stream(plpy, task, args, inputs, *, task_is_json: bool, inputs_are
         from .transform import transform_stream as run_stream
 
         settings = _settings(plpy)
-        _use_threads(settings)
         for piece in run_stream(task, args, inputs, task_is_json=task_is_json, inputs_are_json=inputs_are_json,
                                 settings=settings, deployed=lambda name: _deployed(plpy, name, settings)):
             yield json.dumps([piece])
@@ -201,12 +198,16 @@ def clear_gpu_cache(plpy, memory_usage) -> bool:
 def preload(plpy, task) -> list[tuple]:
     """Load a transform task's model (task: a name or JSON text) ahead of its first call; its row."""
     def run():
+        from . import tasks
         from .inputs import parse_task
-        from .transform import load_task
+        from .runtimes.backend import load_task
 
         settings = _settings(plpy)
-        _use_threads(settings)
-        return _rows([MODELS.entry_of(load_task(parse_task(task, is_json=False), settings))])
+        spec = parse_task(task, is_json=False)
+        name, info = tasks.lookup(spec.task)
+        loaded = load_task(name, spec.model or info.default_model, spec.options, settings,
+                           lambda model: _deployed(plpy, model, settings))
+        return _rows([MODELS.entry_of(loaded)])
 
     return _call(plpy, "preload", run)
 
@@ -214,11 +215,13 @@ def preload(plpy, task) -> list[tuple]:
 def preload_embed(plpy, transformer, kwargs) -> list[tuple]:
     """Load pgml.embed's model ahead of its first call; its loaded_models row."""
     def run():
-        from .embeddings import load_embedder
+        from .embeddings import embed_request, load_embedder
+        from .runtimes.backend import use_threads
 
         settings = _settings(plpy)
-        _use_threads(settings)
-        return _rows([MODELS.entry_of(load_embedder(transformer, kwargs, settings)[0])])
+        use_threads(settings)
+        request = embed_request(transformer, [], kwargs, settings)
+        return _rows([MODELS.entry_of(load_embedder(request.model, request.build, settings))])
 
     return _call(plpy, "preload_embed", run)
 
@@ -265,7 +268,6 @@ def embed(plpy, transformer, inputs, kwargs) -> list[str]:
         from .embeddings import embed as run_embed
 
         settings = _settings(plpy)
-        _use_threads(settings)
         return run_embed(transformer, inputs, kwargs, settings)
 
     return _call(plpy, "embed", run)
@@ -276,7 +278,6 @@ def rank(plpy, transformer, query, documents, kwargs):
         from .embeddings import rank as run_rank
 
         settings = _settings(plpy)
-        _use_threads(settings)
         return run_rank(transformer, query, documents, kwargs, settings)
 
     return _call(plpy, "rank", run)
@@ -287,7 +288,6 @@ def embed_table(plpy, relation, text_column, embedding_column, transformer, kwar
         from .embed_table import run as run_embed_table
 
         settings = _settings(plpy)
-        _use_threads(settings)
         # PL/Python hands a regclass over as its name: resolve it in the caller's search_path.
         oid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]),
                            [relation])[0]["oid"]

@@ -46,6 +46,8 @@ class Settings:
     max_input_chars: int = 100000
     max_new_tokens: int = 4096
     max_sequences: int = 16
+    # Where models run: routes to other runtimes (runtimes/routes.py); unmatched models run in the backend.
+    runtimes: tuple = ()
     # Not a table setting: whether the calling role is a superuser or a member of pgml_admin.
     admin: bool = field(default=True, metadata={"table": False})
 
@@ -66,12 +68,18 @@ DESCRIPTIONS = {
     "max_input_chars": "most characters in one input",
     "max_new_tokens": "most tokens one generation may add",
     "max_sequences": "most sequences one generation may carry (num_return_sequences, num_beams)",
+    "runtimes": "routes: where models run (first match wins; unmatched models run in the backend)",
 }
 
 _TYPES = {f.name: f.type for f in fields(Settings) if f.metadata.get("table", True)}
 
 
 def _check(name: str, value):
+    if name == "runtimes":
+        from .runtimes import routes
+        from .tasks import TASKS
+
+        return routes.parse(value, frozenset(TASKS) | {"embedding", "rank"})
     kind = _TYPES[name]
     positive_int = isinstance(value, int) and not isinstance(value, bool) and value > 0
     ok = {

@@ -382,7 +382,7 @@ def lookup(plpy, name: str):
 
 def deployed(plpy, name: str, settings: Settings):
     """pgml.transform's view of the registry: a Deployed for a project name, None for anything else."""
-    from ..transform import Deployed
+    from ..runtimes import Deployed
 
     row = lookup(plpy, name)
     if row is None:

@@ -1,0 +1,85 @@
+"""The backend runtime: models loaded and run inside this PostgreSQL backend (the default).
+
+Models stay in this backend's cache (cache.MODELS) for the connection's life.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .. import tasks
+from ..cache import MODELS
+from ..errors import NotSupported, PgmlError, to_pgml_error
+from ..models import Source, resolve
+from ..settings import Settings
+from . import EmbedRequest, RankRequest, TransformRequest
+
+
+def use_threads(settings: Settings) -> None:
+    """torch's thread count for this backend, from the settings."""
+    import torch
+
+    if torch.get_num_threads() != settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+
+
+def load_task(task: str, model: str, options: dict, settings: Settings, deployed=None) -> tasks.Task:
+    """The loaded task, from this backend's cache when it is there.
+
+    deployed(name) says whether the model name is served from elsewhere (the tuning registry).
+    """
+    use_threads(settings)
+    name, info = tasks.lookup(task)
+    found = deployed(model) if deployed is not None else None
+    key_model = found.key if found is not None else model
+
+    def load():
+        source = Source(found.folder(), True, {}) if found is not None else resolve(model, options, settings)
+        return info.cls.load(name, options, source, settings)
+
+    return MODELS.get(json.dumps([name, key_model, options], sort_keys=True), load, kind="transform", task=name,
+                      model=model)
+
+
+class BackendRuntime:
+    name = "backend"
+
+    def _loaded(self, request: TransformRequest):
+        task = load_task(request.task, request.model, request.options, request.settings, request.deployed)
+        return task, task.prepare(request.inputs)
+
+    def transform(self, request: TransformRequest):
+        task, items = self._loaded(request)
+        try:
+            return task.run(items, request.args)
+        except PgmlError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - becomes one SQL error with a fitting SQLSTATE
+            raise to_pgml_error(exc, f"{task.task} with {task.model.name_or_path}") from None
+
+    def transform_stream(self, request: TransformRequest):
+        task, items = self._loaded(request)
+        if not hasattr(task, "stream"):
+            raise NotSupported(f"transform_stream streams text-generation and conversational, not {task.task}",
+                               hint="Use pgml.transform for this task.")
+        return task.stream(items, request.args)
+
+    def embed(self, request: EmbedRequest):
+        from ..embeddings import load_embedder
+
+        use_threads(request.settings)
+        model = load_embedder(request.model, request.build, request.settings)
+        vectors = model.encode(request.texts, convert_to_numpy=True, show_progress_bar=False, **request.call)
+        return vectors.reshape(len(request.texts), -1)
+
+    def rank(self, request: RankRequest):
+        from ..embeddings import load_ranker
+
+        use_threads(request.settings)
+        model = load_ranker(request.model, request.build, request.settings)
+        ranked = model.rank(request.query, request.documents, show_progress_bar=False,
+                            **{"return_documents": True, **request.call})
+        return [(int(r["corpus_id"]), float(r["score"]), r.get("text")) for r in ranked]
+
+
+BACKEND = BackendRuntime()
