@@ -65,3 +65,9 @@ def test_backend_routes_serve_every_kind_of_call(conn, routed, models):
               (task("text-classification", models["bert-sentiment"]),))
     assert out[0]["label"] == "POSITIVE"
     assert len(one(conn, "SELECT pgml.embed('sentence-transformers/all-MiniLM-L6-v2', 'hello')")) == 384
+
+
+def test_validate_checks_every_route(conn, routed):
+    routed([{"model": "org/*", "task": "embedding", "runtime": "backend"}])
+    report = {item: (ok, detail) for item, ok, detail in conn.execute("SELECT * FROM pgml.validate()")}
+    assert report["route 0: org/* -> backend"] == (True, "runs in each backend")

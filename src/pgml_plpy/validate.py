@@ -84,6 +84,12 @@ def _inference(settings: Settings) -> str:
     return f"{DEFAULT_EMBEDDER}: {vector.count(',') + 1} dimensions"
 
 
+def _route_check(route, settings: Settings):
+    from .runtimes import runtime_of
+
+    return lambda: runtime_of(route).check(route, settings)
+
+
 def checks(plpy, settings: Settings) -> list[tuple[str, bool, str]]:
     """(item, ok, detail) for each part of the installation."""
     venv = plpy.execute("SELECT pgml._venv() AS venv")[0]["venv"]
@@ -105,6 +111,8 @@ def checks(plpy, settings: Settings) -> list[tuple[str, bool, str]]:
         ("models cache", lambda: _models_cache(settings)),
         ("inference", lambda: _inference(settings)),
     ]
+    items += [(f"route {route.index}: {route.model} -> {route.runtime}", _route_check(route, settings))
+              for route in settings.runtimes]
     results = []
     for item, check in items:
         try:

@@ -70,13 +70,21 @@ class Runtime(Protocol):
     def rank(self, request: RankRequest) -> list[tuple[int, float, str | None]]:
         """(corpus_id, score, text) of the documents, best first."""
 
+    def check(self, route: routes.Route, settings: Settings) -> str:
+        """pgml.validate's finding for a route to this runtime (reachable, authenticated, the model
+        served), as one line; raises what is wrong."""
+
 
 _RUNTIMES: dict[tuple, Runtime] = {}
 
 
 def runtime_for(model: str, task: str, settings: Settings) -> Runtime:
     """The runtime that serves model for the canonical task: the first matching route's, else the backend."""
-    route = routes.match(settings.runtimes, model, task)
+    return runtime_of(routes.match(settings.runtimes, model, task))
+
+
+def runtime_of(route: routes.Route | None) -> Runtime:
+    """The runtime of a route (None: the backend)."""
     kind = routes.KINDS[route.runtime] if route is not None else None
     if kind is None or kind.module is None:
         from .backend import BACKEND

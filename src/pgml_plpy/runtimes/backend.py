@@ -81,5 +81,8 @@ class BackendRuntime:
                             **{"return_documents": True, **request.call})
         return [(int(r["corpus_id"]), float(r["score"]), r.get("text")) for r in ranked]
 
+    def check(self, route, settings) -> str:
+        return "runs in each backend"
+
 
 BACKEND = BackendRuntime()
