@@ -28,7 +28,7 @@ from pgml_plpy.cache import MODELS  # noqa: E402
 from pgml_plpy.settings import Settings  # noqa: E402
 from pgml_plpy.transform import transform, transform_stream  # noqa: E402
 
-SETTINGS = Settings(max_models=16)
+SETTINGS = Settings(max_models=16, superuser=True)  # this process owns the machine: any folder
 
 
 def base_sized_classifier(root: Path, tokenizer_folder: Path) -> str:

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
+
+
+INSTALL = Path(__file__).resolve().parent.parent / "sql" / "install.sql"
+
+
+def install(dsn: str, venv: str) -> subprocess.CompletedProcess:
+    """Run sql/install.sql with psql as the install's user: the install, or the upgrade."""
+    return subprocess.run(["psql", "-X", "-q", "-d", dsn, "-v", "ON_ERROR_STOP=1", "-v", f"venv={venv}",
+                           "-f", str(INSTALL)], capture_output=True, text=True)
 
 
 def one(conn, query, params=None):

@@ -2,7 +2,9 @@
 
 Every call must end in a result or an SQL error with a SQLSTATE: no backend crash (the
 postmaster never restarts), no lost connection, and nothing written by a call that failed.
-The calls run as a pgml_admin role (the widest surface that is not a superuser's).
+The calls run as a pgml_admin role (the widest surface that is not a superuser's), which must
+also fail to change a trust setting, write the registry, or create anything in schema pgml,
+whatever it calls the registry's own functions with.
 Examples are derandomized, so CI runs the same calls every time.
 """
 
@@ -88,10 +90,14 @@ def untouched(conn):
     def state():
         return conn.execute("""
             SELECT (SELECT md5(string_agg(name || value::text, ',' ORDER BY name)) FROM pgml.settings),
-                   (SELECT count(*) FROM pgml.projects), (SELECT count(*) FROM pgml.models),
-                   (SELECT count(*) FROM pgml.files),
+                   (SELECT count(*) FROM pgml.projects),
+                   (SELECT md5(string_agg(concat_ws('/', id, base_model, lora, files_mac), ',' ORDER BY id))
+                    FROM pgml.models),
+                   (SELECT md5(string_agg(concat_ws('/', model_id, path, part, sha256), ',' ORDER BY id))
+                    FROM pgml.files),
                    (SELECT array_agg(relname ORDER BY relname) FROM pg_class
                     WHERE relnamespace = 'pgml'::regnamespace AND relkind = 'r'),
+                   (SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgml'::regnamespace),
                    pg_postmaster_start_time()""").fetchone()
     before = state()
     yield
@@ -165,4 +171,41 @@ def test_admin_functions(fuzzer, untouched, models):
         call(fuzzer, "SELECT * FROM pgml.deploy(%s::bigint)", (number,))
         call(fuzzer, "CALL pgml.embed_table(%s, %s, %s, %s, %s::jsonb, %s)",
              (relation, column, name, model, hyperparams, number))
+    run()
+
+
+TRUST = ["allow_pickle", "huggingface_trust_remote_code", "huggingface_trust_remote_code_whitelist", "models_path",
+         "hub_downloads", "huggingface_cache", "models_cache", "huggingface_whitelist"]
+
+
+def refused(conn, query, params):
+    """A call that must be refused for lack of privilege, the backend living on."""
+    try:
+        conn.execute(query, params).fetchall()
+    except psycopg.Error as exc:
+        assert exc.sqlstate == "42501", (query, params, exc)
+    else:
+        raise AssertionError(f"not refused: {query} {params}")
+
+
+def test_trust_settings_and_the_registry(fuzzer, untouched):
+    model_ids = st.one_of(st.integers(-10, 10**6), st.none())
+    owners = st.one_of(texts, st.sampled_from(["postgres", "pgml_user", "PUBLIC", "pg_read_server_files"]))
+
+    @FUZZ
+    @given(name=st.sampled_from(TRUST), value=json_values.map(json.dumps), model=model_ids, path=texts,
+           part=st.integers(-1, 2**31 - 1), data=st.binary(max_size=64), table=texts,
+           columns=st.lists(texts, max_size=3), owner=owners)
+    def run(name, value, model, path, part, data, table, columns, owner):
+        refused(fuzzer, "UPDATE pgml.settings SET value = %s::jsonb WHERE name = %s", (value, name))
+        refused(fuzzer, "INSERT INTO pgml.files (model_id, path, part, sha256, data) VALUES (%s, %s, %s, 'x', %s)",
+                (model, path, part, data))
+        refused(fuzzer, "UPDATE pgml.models SET base_model = %s WHERE id = %s", (path, model))
+        # the registry's functions write only the run of the backend calling them, and it has none
+        refused(fuzzer, "SELECT pgml._registry_file(%s, %s, %s, 'x', %s)", (model, path, part, data))
+        for helper in ("_registry_progress(%s, '{}')", "_registry_finish(%s, '{}', '{}', 'x')",
+                       "_registry_fail(%s, 'failed', 'x')"):
+            refused(fuzzer, "SELECT pgml." + helper, (model,))
+        call(fuzzer, "SELECT pgml._create_table(%s, %s, %s::regtype[], %s)",
+             (table, columns, ["text"] * len(columns), owner))
     run()

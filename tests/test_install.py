@@ -5,7 +5,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgtest import one, sql_error
+from pgtest import install, one, sql_error
 
 import pgml_plpy
 
@@ -37,8 +37,7 @@ def test_reinstall_is_an_upgrade(dsn, conn):
     venv = one(conn, "SELECT pgml._venv()")
     conn.execute("UPDATE pgml.settings SET value = '2' WHERE name = 'torch_threads'")
     try:
-        result = subprocess.run(["psql", "-X", "-q", "-d", dsn, "-v", "ON_ERROR_STOP=1", "-v", f"venv={venv}",
-                                 "-f", str(REPO / "sql" / "install.sql")], capture_output=True, text=True)
+        result = install(dsn, venv)
         assert result.returncode == 0, result.stderr
         # a DBA's setting survives the upgrade
         assert one(conn, "SELECT value FROM pgml.settings WHERE name = 'torch_threads'") == 2
@@ -55,8 +54,7 @@ def test_install_without_venv_fails_cleanly(dsn):
 
 def test_a_wrong_venv_is_refused_and_nothing_changes(dsn, conn):
     before = one(conn, "SELECT pgml._venv()")
-    result = subprocess.run(["psql", "-X", "-q", "-d", dsn, "-v", "ON_ERROR_STOP=1", "-v", "venv=/nonexistent",
-                             "-f", str(REPO / "sql" / "install.sql")], capture_output=True, text=True)
+    result = install(dsn, "/nonexistent")
     assert result.returncode != 0 and "does not exist" in result.stderr
     assert one(conn, "SELECT pgml._venv()") == before
 

@@ -424,10 +424,17 @@ def test_only_trusted_roles_read_server_files(dsn, conn, data_dir, loader_role):
             assert err.sqlstate == "42501", (source, err.diag.message_primary)
             assert "pg_read_server_files" in err.diag.message_primary or \
                 "pg_write_server_files" in err.diag.message_primary
-    # pgml_admin may create tables in schema pgml; reading the server's files takes pg_read_server_files
+    # load_dataset makes tables in schema pgml for pgml_admin (which cannot create objects there itself);
+    # reading the server's files takes pg_read_server_files
     conn.execute("GRANT pg_read_server_files TO pgml_test_loader")
     try:
         with psycopg.connect(dsn, user=loader_role, password="loader", autocommit=True) as c:
+            assert sql_error(c, "CREATE TABLE pgml.loader_own (a int)").sqlstate == "42501"
             assert load(c, path, kwargs={"table_name": "loader_reviews"}) == ("pgml.loader_reviews", 3)
+            # the table is the loader's: it reads, replaces and drops it; pgml_user reads it only if granted
+            assert one(c, "SELECT tableowner FROM pg_tables WHERE tablename = 'loader_reviews'") == loader_role
+            assert load(c, path, kwargs={"table_name": "loader_reviews"}) == ("pgml.loader_reviews", 3)
+            assert not one(c, "SELECT has_table_privilege('pgml_user', 'pgml.loader_reviews', 'SELECT')")
+            c.execute("DROP TABLE pgml.loader_reviews")
     finally:
         conn.execute("REVOKE pg_read_server_files FROM pgml_test_loader")

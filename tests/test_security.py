@@ -1,13 +1,16 @@
 """Roles, what a role may load, and the limits: a DBA can give analysts pgml without the server."""
 
+import hashlib
 import os
 import shutil
 import tempfile
 
 import psycopg
 import pytest
-from pgtest import hf_cache, one, sql_error, task
+from pgtest import hf_cache, install, one, sql_error, task
 from psycopg.types.json import Jsonb
+
+from pgml_plpy import settings
 
 USER, ADMIN, NOBODY = "pgml_test_user", "pgml_test_admin", "pgml_test_nobody"
 
@@ -92,11 +95,12 @@ def test_pgml_user_runs_models_but_administers_nothing(conn, as_role, models, se
         assert sql_error(c, query).sqlstate == "42501", query
 
 
-def test_pgml_admin_changes_settings_but_not_the_venv(as_role, setting):
+def test_pgml_admin_changes_the_limits_but_not_the_venv(as_role, setting):
     c = as_role(ADMIN)
     c.execute("UPDATE pgml.settings SET value = '5' WHERE name = 'max_inputs'")
     assert one(c, "SELECT value FROM pgml.settings WHERE name = 'max_inputs'") == 5
     assert sql_error(c, "UPDATE pgml.settings SET value = '\"many\"' WHERE name = 'max_inputs'").sqlstate == "55000"
+    c.execute("UPDATE pgml.settings SET value = value")  # rewriting a trust setting unchanged changes nothing
     assert sql_error(c, "SELECT pgml.activate_venv('/tmp')").sqlstate == "42501"
     assert sql_error(c, "CREATE OR REPLACE FUNCTION pgml._venv() RETURNS text LANGUAGE sql AS $$ SELECT '/tmp' $$"
                      ).sqlstate == "42501"
@@ -134,8 +138,10 @@ def test_models_path_is_enforced_for_users(as_role, conn, folders, setting):
     for trick in ("outside/model", "allowed/../outside/model", "allowed/link", "allowed/./../outside/model"):
         err = sql_error(c, query, (task("text-classification", os.path.join(folders, trick)),))
         assert err.sqlstate == "42501", trick
-    assert one(conn, query, (task("text-classification", os.path.join(folders, "outside", "model")),))  # admins
-    assert one(as_role(ADMIN), query, (task("text-classification", os.path.join(folders, "outside", "model")),))
+    # only superusers skip models_path: a pgml_admin member is held to it like everyone else
+    assert one(conn, query, (task("text-classification", os.path.join(folders, "outside", "model")),))
+    err = sql_error(as_role(ADMIN), query, (task("text-classification", os.path.join(folders, "outside", "model")),))
+    assert err.sqlstate == "42501" and "superuser" in err.diag.message_hint
 
 
 def test_huggingface_whitelist(conn, models, setting, folders):
@@ -193,3 +199,260 @@ def test_limits_apply_to_embeddings(conn, setting):
     setting("max_inputs", 2)
     err = sql_error(conn, "SELECT pgml.embed('sentence-transformers/all-MiniLM-L6-v2', ARRAY['a', 'b', 'c'])")
     assert err.sqlstate == "54000"
+
+
+# ------------------------------------------------------------------ pgml_admin cannot run code as the server
+
+
+def test_settings_declare_what_they_protect():
+    """Trust settings decide what code or weights are loaded, and from where: superusers only."""
+    assert settings.TRUST_SETTINGS == {"allow_pickle", "huggingface_trust_remote_code",
+                                       "huggingface_trust_remote_code_whitelist", "models_path", "hub_downloads",
+                                       "huggingface_cache", "models_cache", "huggingface_whitelist", "runtimes"}
+    assert settings.LIMIT_SETTINGS == {"max_inputs", "max_models", "max_model_bytes", "torch_threads",
+                                       "max_input_chars", "max_new_tokens", "max_sequences"}
+    assert set(settings.DESCRIPTIONS) == settings.TRUST_SETTINGS | settings.LIMIT_SETTINGS
+
+
+def snapshot(conn):
+    """What a refused write must leave as it was: settings, the registry and its files, schema pgml."""
+    return conn.execute("""
+        SELECT (SELECT string_agg(name || '=' || value::text || '/' || coalesce(description, ''), ',' ORDER BY name)
+                FROM pgml.settings),
+               (SELECT string_agg(concat_ws('/', f.model_id, f.path, f.part, f.sha256, md5(f.data)), ','
+                                  ORDER BY f.id) FROM pgml.files f),
+               (SELECT string_agg(m::text, ',' ORDER BY m.id) FROM pgml.models m),
+               (SELECT string_agg(d::text, ',' ORDER BY d.id) FROM pgml.deployments d),
+               (SELECT string_agg(p::text, ',' ORDER BY p.id) FROM pgml.projects p),
+               (SELECT count(*) FROM pgml.snapshots), (SELECT count(*) FROM pgml.logs),
+               (SELECT count(*) FROM pg_class WHERE relnamespace = 'pgml'::regnamespace),
+               (SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgml'::regnamespace),
+               (SELECT count(*) FROM pg_type WHERE typnamespace = 'pgml'::regnamespace),
+               (SELECT nspacl::text FROM pg_namespace WHERE nspname = 'pgml')""").fetchone()
+
+
+def refused(c, query, params=None):
+    err = sql_error(c, query, params)
+    assert err.sqlstate == "42501", (query, err.sqlstate, err.diag.message_primary)
+    return err
+
+
+@pytest.mark.parametrize("role", [ADMIN, USER])
+def test_trust_settings_are_the_superusers(conn, as_role, role, setting):
+    c = as_role(role)
+    before = snapshot(conn)
+    for name in sorted(settings.TRUST_SETTINGS):
+        for query in ("UPDATE pgml.settings SET value = 'true' WHERE name = %s",
+                      "UPDATE pgml.settings SET value = '[\"/\"]' WHERE name = %s",
+                      "UPDATE pgml.settings SET value = '\"/elsewhere\"' WHERE name = %s",
+                      "UPDATE pgml.settings SET name = name || '_old' WHERE name = %s",
+                      "DELETE FROM pgml.settings WHERE name = %s",
+                      "INSERT INTO pgml.settings (name, value) VALUES (%s, 'true') ON CONFLICT (name) DO NOTHING"):
+            refused(c, query, (name,))
+    refused(c, "UPDATE pgml.settings SET name = 'allow_pickle' WHERE name = 'max_inputs'")
+    refused(c, "TRUNCATE pgml.settings")
+    refused(c, "UPDATE pgml.settings SET description = 'x' WHERE name = 'max_inputs'")
+    err = refused(as_role(ADMIN), "UPDATE pgml.settings SET value = 'true' WHERE name = 'allow_pickle'")
+    assert "only a superuser" in err.diag.message_primary and "max_inputs" in err.diag.message_hint
+    assert snapshot(conn) == before
+    # a superuser changes them
+    setting("hub_downloads", True)
+    assert one(conn, "SELECT value FROM pgml.settings WHERE name = 'hub_downloads'") is True
+
+
+@pytest.mark.parametrize("role", [ADMIN, USER])
+def test_no_role_creates_objects_in_schema_pgml(conn, as_role, role):
+    c = as_role(role)
+    before = snapshot(conn)
+    assert not one(c, "SELECT has_schema_privilege('pgml', 'CREATE')")
+    for query in ("CREATE FUNCTION pgml.embed(varchar, varchar, jsonb) RETURNS real[] LANGUAGE sql "
+                  "AS $$ SELECT ARRAY[1]::real[] $$",
+                  "CREATE TABLE pgml.mine (a int)", "CREATE VIEW pgml.mine AS SELECT 1",
+                  "CREATE TYPE pgml.mine AS ENUM ('a')",
+                  "CREATE OPERATOR pgml.=== (FUNCTION = texteq, LEFTARG = text, RIGHTARG = text)",
+                  "SELECT pgml._create_table('mine', ARRAY['a'], ARRAY['text']::regtype[], 'postgres')",
+                  "SELECT pgml._create_table('mine', ARRAY['a'], ARRAY['text']::regtype[], 'pgml_user')"):
+        refused(c, query)
+    assert snapshot(conn) == before
+
+
+def test_the_install_refuses_objects_planted_in_pgml(conn, dsn):
+    """Earlier releases let pgml_admin create in schema pgml: an upgrade finds what it planted."""
+    venv = one(conn, "SELECT pgml._venv()")
+    conn.execute("CREATE FUNCTION pgml.embed(transformer varchar, text varchar, kwargs jsonb DEFAULT '{}') "
+                 "RETURNS real[] LANGUAGE sql AS $$ SELECT ARRAY[1]::real[] $$")
+    conn.execute(f"ALTER FUNCTION pgml.embed(varchar, varchar, jsonb) OWNER TO {ADMIN}")
+    try:
+        result = install(dsn, venv)
+        assert result.returncode != 0
+        assert f"pgml.embed(character varying,character varying,jsonb) (owner {ADMIN})" in result.stderr
+    finally:
+        conn.execute("DROP FUNCTION pgml.embed(varchar, varchar, jsonb)")
+    assert install(dsn, venv).returncode == 0
+
+
+def test_security_definer_functions_are_the_owners(conn):
+    rows = conn.execute("""
+        SELECT p.oid::regprocedure::text, r.rolsuper, coalesce(p.proconfig::text LIKE '%search_path=%', false),
+               has_function_privilege('pgml_user', p.oid, 'EXECUTE') AND NOT pg_has_role('pgml_user', 'pgml_admin',
+                                                                                           'USAGE')
+        FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+        WHERE p.pronamespace = 'pgml'::regnamespace AND p.prosecdef""").fetchall()
+    assert {name.split("(")[0] for name, *_ in rows} >= {"pgml._create_table", "pgml._registry_file",
+                                                          "pgml._registry_deploy"}
+    for name, superuser, pinned, by_users in rows:
+        assert superuser and pinned and not by_users, name
+    # pgml_user runs none of them
+    assert not one(conn, "SELECT bool_or(has_function_privilege('pgml_user', p.oid, 'EXECUTE')) FROM pg_proc p "
+                         "WHERE p.pronamespace = 'pgml'::regnamespace AND p.prosecdef")
+
+
+def test_the_key_is_the_servers(conn):
+    seen = []
+    conn.add_notice_handler(lambda diag: seen.append(diag.message_primary))
+    conn.execute("DO LANGUAGE plpython3u $$\nimport os\nplpy.notice(oct(os.stat('pgml_plpy.key').st_mode & 0o777))\n$$")
+    assert seen[-1] == "0o600"
+
+
+def legacy_files(folder):
+    """(path, data) of a model folder's files, as earlier releases stored them (one part each)."""
+    return [(name, open(os.path.join(folder, name), "rb").read()) for name in sorted(os.listdir(folder))
+            if not name.startswith(".")]
+
+
+@pytest.fixture(scope="module")
+def legacy(conn, dsn, models, roles):
+    """A tuned model stored the way earlier releases did (no files_mac column, no MAC), then the install
+    re-run as the upgrade: its id."""
+    conn.execute("DELETE FROM pgml.projects WHERE name = 'legacy'")
+    conn.execute("ALTER TABLE pgml.models DROP COLUMN files_mac")
+    project = one(conn, "INSERT INTO pgml.projects (name, task) VALUES ('legacy', 'text-classification') RETURNING id")
+    model = one(conn, "INSERT INTO pgml.models (project_id, task, base_model, status, metrics) VALUES "
+                      "(%s, 'text-classification', %s, 'successful', '{\"f1\": 1.0}') RETURNING id",
+                (project, models["bert-sentiment"]))
+    for path, data in legacy_files(models["bert-sentiment"]):
+        conn.execute("INSERT INTO pgml.files (model_id, path, part, sha256, data) VALUES (%s, %s, 0, %s, %s)",
+                     (model, path, hashlib.sha256(data).hexdigest(), data))
+    conn.execute("INSERT INTO pgml.deployments (project_id, model_id, strategy) VALUES (%s, %s, 'new_score')",
+                 (project, model))
+    conn.execute("UPDATE pgml.settings SET value = '3' WHERE name = 'max_models'")
+    try:
+        result = install(dsn, one(conn, "SELECT pgml._venv()"))
+        assert result.returncode == 0, result.stderr
+        assert one(conn, "SELECT value FROM pgml.settings WHERE name = 'max_models'") == 3
+    finally:
+        conn.execute("UPDATE pgml.settings SET value = '8' WHERE name = 'max_models'")
+    yield model
+    conn.execute("DELETE FROM pgml.projects WHERE name = 'legacy'")
+
+
+def serve_legacy(c):
+    return one(c, "SELECT pgml.transform(task => %s, inputs => ARRAY['I love it'])",
+               (Jsonb({"task": "text-classification", "model": "legacy"}),))
+
+
+def test_the_upgrade_signs_the_models_stored_before(legacy, conn, as_role):
+    assert one(conn, "SELECT files_mac FROM pgml.models WHERE id = %s", (legacy,))
+    assert serve_legacy(as_role(USER))[0]["label"] == "POSITIVE"
+
+
+@pytest.mark.parametrize("role", [ADMIN, USER])
+def test_the_registry_is_written_only_by_the_server(legacy, conn, as_role, role):
+    c = as_role(role)
+    before = snapshot(conn)
+    for query in (
+            "INSERT INTO pgml.files (model_id, path, part, sha256, data) VALUES (%(m)s, 'evil.py', 0, 'x', 'x')",
+            "UPDATE pgml.files SET data = 'x' WHERE model_id = %(m)s",
+            "DELETE FROM pgml.files WHERE model_id = %(m)s",
+            "TRUNCATE pgml.files",
+            "UPDATE pgml.models SET base_model = '/tmp' WHERE id = %(m)s",
+            "UPDATE pgml.models SET lora = true WHERE id = %(m)s",
+            "UPDATE pgml.models SET files_mac = NULL WHERE id = %(m)s",
+            "INSERT INTO pgml.models (project_id, task, base_model, status) SELECT project_id, task, base_model, "
+            "'successful' FROM pgml.models WHERE id = %(m)s",
+            "INSERT INTO pgml.deployments (project_id, model_id, strategy) SELECT project_id, id, 'specific' "
+            "FROM pgml.models WHERE id = %(m)s",
+            "DELETE FROM pgml.deployments WHERE model_id = %(m)s",
+            "INSERT INTO pgml.projects (name, task) VALUES ('other', 'text-classification')",
+            "UPDATE pgml.projects SET name = 'other' WHERE name = 'legacy'",
+            "INSERT INTO pgml.logs (model_id, logs) VALUES (%(m)s, '{}')",
+            "INSERT INTO pgml.snapshots (relation_name, test_size, test_sampling) VALUES ('x', 0.25, 'random')",
+            "SELECT pgml._registry_file(%(m)s, 'evil.py', 1, 'x', 'x')",
+            "SELECT pgml._registry_finish(%(m)s, '{}', '{}', 'x')",
+            "SELECT pgml._registry_progress(%(m)s, '{}')",
+            "SELECT pgml._registry_fail(%(m)s, 'failed', 'x')",
+            "SELECT pgml._registry_run(%(m)s)",
+            "SELECT pgml._sign_models()"):
+        refused(c, query, {"m": legacy})
+    assert snapshot(conn) == before
+
+
+def failing(c, query, params=None) -> psycopg.Error:
+    """The error of a statement inside a transaction (which it aborts)."""
+    with pytest.raises(psycopg.Error) as info:
+        c.execute(query, params)
+    return info.value
+
+
+def test_a_model_written_by_hand_is_never_served(legacy, dsn, conn, models):
+    """Even through the registry functions themselves, a pgml_admin gets no weights of its choosing
+    served: only the server's own tuning code can sign them."""
+    with psycopg.connect(dsn, user=ADMIN, password="pw") as c:  # one transaction, rolled back
+        project = one(c, "SELECT pgml._registry_project('forged', 'text-classification')")
+        model = one(c, "SELECT pgml._registry_start(%s, NULL, 'text-classification', 'x', '{}', false)", (project,))
+        for path, data in legacy_files(models["bert-sentiment"]):
+            c.execute("SELECT pgml._registry_file(%s, %s, 0, %s, %s)",
+                      (model, path, hashlib.sha256(data).hexdigest(), data))
+        c.execute("SELECT pgml._registry_finish(%s, '{}', '{}', repeat('0', 64))", (model,))
+        assert c.execute("SELECT * FROM pgml._registry_deploy(%s, 'specific')", (model,)).fetchone()[0] == "forged"
+        err = failing(c, "SELECT pgml.transform(task => %s, inputs => ARRAY['x'])",
+                      (Jsonb({"task": "text-classification", "model": "forged"}),))
+        assert err.sqlstate == "XX001" and "MAC does not match" in err.diag.message_primary
+        c.rollback()
+    # a run's rows are written only by the backend tuning it
+    with psycopg.connect(dsn, user=ADMIN, password="pw") as runner, \
+            psycopg.connect(dsn, user=ADMIN, password="pw", autocommit=True) as other:
+        project = one(runner, "SELECT pgml._registry_project('forged', 'text-classification')")
+        model = one(runner, "SELECT pgml._registry_start(%s, NULL, 'text-classification', 'x', '{}', false)",
+                    (project,))
+        runner.commit()
+        try:
+            for query in ("SELECT pgml._registry_file(%s, 'x', 0, 'x', 'x')",
+                          "SELECT pgml._registry_finish(%s, '{}', '{}', 'x')"):
+                assert sql_error(other, query, (model,)).sqlstate == "42501"
+        finally:
+            conn.execute("DELETE FROM pgml.projects WHERE name = 'forged'")
+
+
+@pytest.mark.parametrize("tamper, sqlstate, message", [
+    # a file replaced along with its checksum
+    ("UPDATE pgml.files SET data = convert_to('[PAD]', 'UTF8'), "
+     "sha256 = encode(sha256(convert_to('[PAD]', 'UTF8')), 'hex') WHERE model_id = %(m)s AND path = 'vocab.txt'",
+     "XX001", "MAC does not match"),
+    ("INSERT INTO pgml.files (model_id, path, part, sha256, data) VALUES (%(m)s, 'extra.json', 0, "
+     "encode(sha256('{}'::bytea), 'hex'), '{}'::bytea)", "XX001", "MAC does not match"),
+    ("UPDATE pgml.models SET base_model = '/tmp' WHERE id = %(m)s", "XX001", "MAC does not match"),
+    ("UPDATE pgml.models SET files_mac = NULL WHERE id = %(m)s", "55000", "is not signed"),
+])
+def test_a_forged_model_is_refused(legacy, dsn, tamper, sqlstate, message):
+    """Rows a superuser (or a restored dump) changed: checksums that match are not enough."""
+    with psycopg.connect(dsn) as c:  # a new backend, which has not loaded the model; rolled back
+        c.execute(tamper, {"m": legacy})
+        err = failing(c, "SELECT pgml.transform(task => %s, inputs => ARRAY['x'])",
+                      (Jsonb({"task": "text-classification", "model": "legacy"}),))
+        assert err.sqlstate == sqlstate and message in err.diag.message_primary, err.diag.message_primary
+        assert "install.sql" in err.diag.message_hint or "pgml.tune" in err.diag.message_hint
+        c.rollback()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        assert serve_legacy(c)[0]["label"] == "POSITIVE"
+
+
+def test_pgml_admin_deletes_projects_and_models(legacy, conn, as_role):
+    c = as_role(ADMIN)
+    project = one(conn, "INSERT INTO pgml.projects (name, task) VALUES ('doomed', 'text-classification') RETURNING id")
+    conn.execute("INSERT INTO pgml.models (project_id, task, base_model, status) VALUES (%s, 'x', 'x', 'failed')",
+                 (project,))
+    c.execute("DELETE FROM pgml.models WHERE project_id = %s", (project,))
+    c.execute("DELETE FROM pgml.projects WHERE id = %s", (project,))
+    assert one(conn, "SELECT count(*) FROM pgml.projects WHERE id = %s", (project,)) == 0
+    assert refused(as_role(USER), "DELETE FROM pgml.projects WHERE name = 'legacy'")

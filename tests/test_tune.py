@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import tiny_models as tm
-from pgtest import one, sql_error
+from pgtest import install, one, sql_error
 from psycopg.types.json import Jsonb
 
 from pgml_plpy.errors import InvalidParameter, PgmlError
@@ -349,7 +349,7 @@ def test_seq2seq_tasks(conn, fresh, models):
                                  "r = registry.lookup(plpy, 't2t')\n"
                                  "import json, pathlib\n"
                                  "from pgml_plpy.settings import Settings\n"
-                                 "f = registry.restore(plpy, r['model_id'], Settings())\n"
+                                 "f = registry.restore(plpy, r, Settings())\n"
                                  "plpy.notice(json.dumps(json.loads((f / 'config.json').read_text()).get('prefix')))")
     assert json.loads(config[-1]) == "answer: "
 
@@ -467,17 +467,14 @@ def test_dump_and_restore_carry_the_models(conn, dsn, sentiment):
 
 
 def test_reinstall_keeps_the_registry(conn, dsn, sentiment):
-    import subprocess
-    from pathlib import Path
-
     before = conn.execute("SELECT count(*) FROM pgml.models").fetchone()[0]
-    venv = one(conn, "SELECT pgml._venv()")
-    result = subprocess.run(["psql", "-X", "-q", "-d", dsn, "-v", "ON_ERROR_STOP=1", "-v", f"venv={venv}", "-f",
-                             str(Path(__file__).resolve().parent.parent / "sql" / "install.sql")],
-                            capture_output=True, text=True)
+    macs = conn.execute("SELECT id, files_mac FROM pgml.models ORDER BY id").fetchall()
+    result = install(dsn, one(conn, "SELECT pgml._venv()"))
     assert result.returncode == 0, result.stderr
     assert one(conn, "SELECT count(*) FROM pgml.models") == before > 0
     assert deployed_id(conn, "sentiment") is not None
+    # the tunes' own MACs stay: the install signs only models that have none
+    assert conn.execute("SELECT id, files_mac FROM pgml.models ORDER BY id").fetchall() == macs
 
 
 # ------------------------------------------------------------------ while it runs: progress, cancel
@@ -624,8 +621,8 @@ def test_tuning_is_for_pgml_admin(dsn, conn, models, sentiment):
     conn.execute("DROP ROLE IF EXISTS pgml_test_tuner")
     conn.execute("CREATE ROLE pgml_test_tuner LOGIN PASSWORD 'tuner' IN ROLE pgml_user")
     conn.execute("GRANT SELECT ON reviews TO pgml_test_tuner")
-    call = ("SELECT * FROM pgml.tune('granted', 'text-classification', 'reviews', 'sentiment', %s, %s)",
-            (models["bert-mlm"], Jsonb({"training_args": {"max_steps": 1}})))
+    call = ("SELECT * FROM pgml.tune('granted', 'text-classification', 'reviews', 'sentiment', %s, %s, "
+            "materialize_snapshot => true)", (models["bert-mlm"], Jsonb({"training_args": {"max_steps": 1}})))
     # local model folders are limited for roles that are not admins (models_path): allow the test models
     before = conn.execute("SELECT value FROM pgml.settings WHERE name = 'models_path'").fetchone()
     conn.execute("UPDATE pgml.settings SET value = %s WHERE name = 'models_path'",
@@ -638,6 +635,15 @@ def test_tuning_is_for_pgml_admin(dsn, conn, models, sentiment):
         conn.execute("GRANT pgml_admin TO pgml_test_tuner")
         with psycopg.connect(dsn, user="pgml_test_tuner", password="tuner", autocommit=True) as c:
             assert c.execute(*call).fetchone() == ("successful", "text-classification", "transformers", True)
+            # the registry was written for it (it writes no registry table itself), the model signed, and
+            # the snapshot copied with its privileges into a table of its own
+            model_id, snapshot = c.execute("SELECT id, snapshot_id FROM pgml.models WHERE project_id = "
+                                           "(SELECT id FROM pgml.projects WHERE name = 'granted')").fetchone()
+            assert one(c, "SELECT files_mac FROM pgml.models WHERE id = %s", (model_id,))
+            assert one(c, "SELECT tableowner FROM pg_tables WHERE schemaname = 'pgml' AND tablename = %s",
+                       (f"snapshot_{snapshot}",)) == "pgml_test_tuner"
+            assert one(c, f"SELECT count(*) FROM pgml.snapshot_{snapshot}") == one(c, "SELECT count(*) FROM reviews")
+            assert serve(c, "text-classification", "granted", ["I love it"])[0]["label"] in ("positive", "negative")
     finally:
         if before is not None:
             conn.execute("UPDATE pgml.settings SET value = %s WHERE name = 'models_path'", (Jsonb(before[0]),))

@@ -3,8 +3,9 @@
 --
 -- The registry tables are created once and never dropped or rewritten here: re-running the install
 -- keeps every project, model and file. Privileges are in roles.sql: pgml_user reads them
--- (pgml.transform serves a project's deployed model from pgml.files in any backend), pgml_admin
--- writes them (tuning and deploying).
+-- (pgml.transform serves a project's deployed model from pgml.files in any backend); no role writes
+-- them directly but their owner: pgml.tune and pgml.deploy write through the SECURITY DEFINER
+-- functions pgml._registry_* below, which check what they touch.
 
 DO $$ BEGIN
   CREATE TYPE pgml.sampling AS ENUM ('random', 'last', 'stratified');
@@ -60,6 +61,11 @@ CREATE TABLE IF NOT EXISTS pgml.models (
   updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS models_project_id_idx ON pgml.models (project_id);
+-- Added by the upgrade that introduced it: the HMAC-SHA256 of the model's identity and files, keyed
+-- with the server's key (src/pgml_plpy/tuning/signing.py). Models stored before are signed below.
+ALTER TABLE pgml.models ADD COLUMN IF NOT EXISTS files_mac text;
+COMMENT ON COLUMN pgml.models.files_mac IS 'HMAC-SHA256 (server key) of the model''s id, base model, LoRA flag, '
+  'revision and files'' part checksums: serving refuses files the server''s tuning did not write';
 COMMENT ON TABLE pgml.models IS 'one row per pgml.tune: status, base model, hyperparams, metrics on the test split, '
   'latest progress, timings';
 
@@ -97,6 +103,178 @@ CREATE TABLE IF NOT EXISTS pgml.logs (
 );
 CREATE INDEX IF NOT EXISTS logs_model_id_idx ON pgml.logs (model_id);
 COMMENT ON TABLE pgml.logs IS 'training logs of pgml.tune: step, loss, learning rate, eval metrics, ETA';
+
+-- Makes the server's key (pgml_plpy.key in the data directory, readable only by the server's OS user)
+-- unless it exists, and signs the successful models that have no MAC: those stored before MACs
+-- existed, which an upgrade keeps serving. Only its owner, the installing superuser, may run it:
+-- it vouches for whatever those rows hold.
+CREATE OR REPLACE FUNCTION pgml._sign_models() RETURNS integer
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+if 'pgml_plpy' not in GD:
+    plpy.execute('SELECT pgml._activate()')
+return GD['pgml_plpy'].sign_models(plpy)
+$$;
+REVOKE ALL ON FUNCTION pgml._sign_models() FROM PUBLIC;
+SELECT pgml._sign_models() AS tuned_models_signed;
+
+-- ---------------------------------------------------------------------------------------------
+-- Writing the registry. These run as their owner (the installing superuser), with a pinned
+-- search_path; pgml_admin may call them (pgml.tune's own code does) but writes no registry table
+-- itself. Each checks what it touches, so that calling one directly does no more than a tune or
+-- pgml.deploy could: a run's rows are written only by the backend running it, while it runs; a
+-- deployment only of a successful model with files. What makes stored files trustworthy is not
+-- these checks but the MAC, which only the server's own code can compute.
+
+-- The project of model_id, which this backend must be tuning now.
+CREATE OR REPLACE FUNCTION pgml._registry_run(model_id bigint) RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  project bigint;
+BEGIN
+  SELECT m.project_id INTO project FROM pgml.models m
+  WHERE m.id = _registry_run.model_id AND m.status = 'in_progress' AND m.pid = pg_backend_pid()
+    AND m.backend_start = (SELECT a.backend_start FROM pg_stat_get_activity(pg_backend_pid()) a);
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'model % is not being tuned by this backend', model_id
+      USING ERRCODE = '42501', HINT = 'The registry is written by pgml.tune itself, for the run it registered.';
+  END IF;
+  RETURN project;
+END
+$$;
+
+-- Runs left in_progress by a backend that is gone (terminated, crashed) become failed.
+CREATE OR REPLACE FUNCTION pgml._registry_sweep() RETURNS integer
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH swept AS (
+  UPDATE pgml.models m SET status = 'failed', updated_at = clock_timestamp(),
+         error = 'the backend running it ended before it finished (terminated or crashed)'
+  WHERE m.status = 'in_progress' AND NOT EXISTS (
+    SELECT FROM pg_stat_get_activity(NULL) a WHERE a.pid = m.pid AND a.backend_start = m.backend_start)
+  RETURNING 1)
+SELECT count(*)::integer FROM swept
+$$;
+
+CREATE OR REPLACE FUNCTION pgml._registry_project(name text, task text) RETURNS bigint
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+INSERT INTO pgml.projects (name, task) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET updated_at = clock_timestamp() RETURNING id
+$$;
+
+CREATE OR REPLACE FUNCTION pgml._registry_snapshot(relation_name text, y_column_name text[], test_size real,
+                                                   test_sampling pgml.sampling, materialized boolean,
+                                                   columns jsonb, analysis jsonb) RETURNS bigint
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+INSERT INTO pgml.snapshots (relation_name, y_column_name, test_size, test_sampling, materialized, columns, analysis)
+VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+$$;
+
+-- A run of this backend: in_progress, with the backend's pid and start time.
+CREATE OR REPLACE FUNCTION pgml._registry_start(project_id bigint, snapshot_id bigint, task text, base_model text,
+                                                hyperparams jsonb, lora boolean) RETURNS bigint
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+INSERT INTO pgml.models (project_id, snapshot_id, task, base_model, hyperparams, lora, status, pid, backend_start)
+SELECT $1, $2, $3, $4, $5, $6, 'in_progress', a.pid, a.backend_start
+FROM pg_stat_get_activity(pg_backend_pid()) a RETURNING id
+$$;
+
+-- The run's latest progress on its row, and the record appended to pgml.logs.
+CREATE OR REPLACE FUNCTION pgml._registry_progress(model_id bigint, log jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  project bigint := pgml._registry_run(model_id);
+BEGIN
+  UPDATE pgml.models SET progress = log, updated_at = clock_timestamp() WHERE id = model_id;
+  INSERT INTO pgml.logs (model_id, project_id, logs) VALUES (model_id, project, log);
+END
+$$;
+
+-- One part of one of the run's files (the tune signs what it wrote when it finishes).
+CREATE OR REPLACE FUNCTION pgml._registry_file(model_id bigint, path text, part integer, sha256 text, data bytea)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM pgml._registry_run(model_id);
+  INSERT INTO pgml.files (model_id, path, part, sha256, data) VALUES (model_id, path, part, sha256, data);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgml._registry_finish(model_id bigint, metrics jsonb, timings jsonb, files_mac text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM pgml._registry_run(model_id);
+  UPDATE pgml.models m SET status = 'successful', metrics = _registry_finish.metrics,
+         timings = _registry_finish.timings, files_mac = _registry_finish.files_mac, updated_at = clock_timestamp()
+  WHERE m.id = model_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgml._registry_fail(model_id bigint, status text, error text) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF status NOT IN ('failed', 'cancelled') THEN
+    RAISE EXCEPTION 'a run ends failed or cancelled, not %', status USING ERRCODE = '22023';
+  END IF;
+  PERFORM pgml._registry_run(model_id);
+  UPDATE pgml.models m SET status = _registry_fail.status, error = _registry_fail.error,
+         updated_at = clock_timestamp()
+  WHERE m.id = model_id;
+END
+$$;
+
+-- Serializes the deployment decisions of one project (the row lock lasts until the transaction ends).
+CREATE OR REPLACE FUNCTION pgml._registry_lock(project_id bigint) RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT FROM pgml.projects WHERE id = $1 FOR UPDATE
+$$;
+
+-- Deploys a successful model that has files (its project's next deployments row).
+CREATE OR REPLACE FUNCTION pgml._registry_deploy(model_id bigint, strategy pgml.strategy)
+RETURNS TABLE (project text, algorithm text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  m record;
+BEGIN
+  SELECT mm.id, mm.project_id, mm.status, mm.algorithm, p.name INTO m
+  FROM pgml.models mm JOIN pgml.projects p ON p.id = mm.project_id WHERE mm.id = _registry_deploy.model_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'there is no model %', model_id
+      USING ERRCODE = '42704', HINT = 'Models are listed in pgml.models (and pgml.tune_runs).';
+  END IF;
+  IF m.status <> 'successful' OR NOT EXISTS (SELECT FROM pgml.files f WHERE f.model_id = m.id) THEN
+    RAISE EXCEPTION 'model % cannot be deployed: its tune is %', model_id, m.status
+      USING ERRCODE = '55000', HINT = 'Only a successful tune''s model can be deployed.';
+  END IF;
+  PERFORM pgml._registry_lock(m.project_id);
+  INSERT INTO pgml.deployments (project_id, model_id, strategy) VALUES (m.project_id, m.id, strategy);
+  RETURN QUERY SELECT m.name, m.algorithm;
+END
+$$;
+
 
 
 -- Runs with their latest progress, and whether each is the deployed model of its project.

@@ -554,7 +554,6 @@ def _privileges(plpy) -> dict:
         "SELECT r.rolsuper AS superuser,"
         " pg_has_role(current_user, 'pg_read_server_files', 'MEMBER') AS read_files,"
         " pg_has_role(current_user, 'pg_write_server_files', 'MEMBER') AS write_files,"
-        " has_schema_privilege('pgml', 'CREATE') AS create_tables,"
         " current_user::text AS role"
         " FROM pg_roles r WHERE r.rolname = current_user")[0]
 
@@ -572,10 +571,15 @@ def check_privileges(plpy, p: Plan) -> None:
         raise PermissionDenied(
             f"only superusers and members of pg_write_server_files may choose a cache_dir on the database server "
             f"(role {have['role']})", hint="Leave cache_dir out: the server's datasets cache is used.")
-    if not have["create_tables"]:
-        raise PermissionDenied(f"role {have['role']} may not create tables in schema pgml",
-                               hint="load_dataset writes pgml.\"<name>\": a superuser can GRANT CREATE ON SCHEMA "
-                                    "pgml to the role, or run it.")
+
+
+def create_table(plpy, name: str, columns: list[tuple[str, str]]) -> str:
+    """pgml."<name>" with columns [(name, type)], owned by the calling role, which has no CREATE on
+    schema pgml: the SECURITY DEFINER pgml._create_table makes it (for members of pgml_admin). The
+    types are resolved here, as type names, never spliced as SQL. Returns the qualified name."""
+    query = plpy.prepare("SELECT pgml._create_table($1, $2, $3::pg_catalog.regtype[], current_user) AS name",
+                         ["text", "text[]", "text[]"])
+    return plpy.execute(query, [name, [c for c, _ in columns], [t for _, t in columns]])[0]["name"]
 
 
 def _existing(plpy, table: str):
@@ -617,8 +621,7 @@ def write(plpy, p: Plan, source: str, parts, columns) -> int:
             hint = first + ', or load into another table with kwargs {"table_name": "..."}.'
             raise PgmlError(f"pgml.{p.table} cannot be replaced: {spidata[1] or exc}",
                             sqlstate=getattr(exc, "sqlstate", None), hint=hint) from None
-    column_sql = ", ".join(f"{plpy.quote_ident(name)} {sql_type}" for name, sql_type, _ in columns)
-    plpy.execute(f"CREATE TABLE {qualified} ({column_sql})")
+    create_table(plpy, p.table, [(name, sql_type) for name, sql_type, _ in columns])
     plpy.execute(f"COMMENT ON TABLE {qualified} IS {plpy.quote_literal(_describe(p, source))}")
     from datasets import ClassLabel
 

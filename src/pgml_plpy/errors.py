@@ -87,9 +87,12 @@ def to_pgml_error(exc: BaseException, doing: str) -> PgmlError:
     sqlstate = getattr(exc, "sqlstate", None)
     if isinstance(sqlstate, str) and len(sqlstate) == 5:
         # PostgreSQL's own error met inside the work (plpy.SPIError: a cancel, a timeout, a
-        # failed query): it keeps its SQLSTATE and message.
-        return PgmlError(one_line(str(exc)), sqlstate=sqlstate, detail=getattr(exc, "detail", None),
-                         hint=getattr(exc, "hint", None))
+        # failed query): it keeps its SQLSTATE, message, detail and hint (SPIError carries
+        # them in spidata: sqlstate, detail, hint, ...).
+        spidata = getattr(exc, "spidata", None) or ()
+        detail = spidata[1] if len(spidata) > 2 else getattr(exc, "detail", None)
+        hint = spidata[2] if len(spidata) > 2 else getattr(exc, "hint", None)
+        return PgmlError(one_line(str(exc)), sqlstate=sqlstate, detail=detail, hint=hint)
     full = str(exc) or type(exc).__name__
     detail = full if len(full) > _MAX_MESSAGE or "\n" in full.strip() else None
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -31,10 +31,10 @@ def resolve(model: str, options: dict, settings: Settings) -> Source:
     """A local folder, or a hub id that is cached (or downloadable when allowed)."""
     if model.startswith(("/", "./", "../", "~")):
         path = os.path.realpath(os.path.expanduser(model))
-        if not settings.admin and not any(path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+        if not settings.superuser and not any(path == root or path.startswith(root.rstrip(os.sep) + os.sep)
                                           for root in map(os.path.realpath, settings.models_path or [])):
             raise PermissionDenied(f"model folder {model} is outside the folders this role may load models from",
-                                   hint="A pgml_admin lists them in the setting models_path (links and .. are "
+                                   hint="A superuser lists them in the setting models_path (links and .. are "
                                         "resolved before the check).")
         if not os.path.isdir(path):
             raise ModelNotFound(f"model folder {model} does not exist on the database server",
@@ -45,7 +45,7 @@ def resolve(model: str, options: dict, settings: Settings) -> Source:
         return Source(path, True, {})
     if settings.huggingface_whitelist is not None and not whitelisted(model, settings.huggingface_whitelist):
         raise PermissionDenied(f"model {model} is not in this server's huggingface_whitelist",
-                               hint="A pgml_admin may add it (or its org as \"org/*\") to the setting.")
+                               hint="A superuser may add it (or its org as \"org/*\") to the setting.")
 
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -144,12 +144,12 @@ def check_trust_remote_code(options: dict, settings: Settings, model: str) -> bo
     if not settings.huggingface_trust_remote_code:
         raise PermissionDenied(
             "trust_remote_code is not allowed on this server",
-            hint="It runs Python code shipped with the model as the database's OS user. A pgml_admin may allow "
+            hint="It runs Python code shipped with the model as the database's OS user. A superuser may allow "
                  "it: UPDATE pgml.settings SET value = 'true' WHERE name = 'huggingface_trust_remote_code'.")
     allowed = settings.huggingface_trust_remote_code_whitelist
     if allowed is not None and not whitelisted(model, allowed):
         raise PermissionDenied(f"model {model} may not run its own code on this server",
-                               hint="A pgml_admin may add it to huggingface_trust_remote_code_whitelist.")
+                               hint="A superuser may add it to huggingface_trust_remote_code_whitelist.")
     return True
 
 
@@ -237,7 +237,7 @@ def load_pretrained(auto_class, options: dict, source: Source, settings: Setting
 def pickle_refused(name: str) -> PermissionDenied:
     return PermissionDenied(f"model {name} has no safetensors weights, and this server loads no pickle-based "
                             "weights (they can run code when loaded)",
-                            hint="Convert it to safetensors, or a pgml_admin may allow pickle: "
+                            hint="Convert it to safetensors, or a superuser may allow pickle: "
                                  "UPDATE pgml.settings SET value = 'true' WHERE name = 'allow_pickle'.")
 
 

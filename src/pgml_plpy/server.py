@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 
 from . import __version__, interrupts
 from .cache import MODELS, Entry, release
-from .errors import InstallError, PgmlError, to_pgml_error
-from .settings import Settings, defaults, from_rows
+from .errors import InstallError, PermissionDenied, PgmlError, to_pgml_error
+from .settings import LIMIT_SETTINGS, TRUST_SETTINGS, Settings, defaults, from_rows
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -47,24 +47,37 @@ def _plan(plpy, query: str):
     return _PLANS[query]
 
 
-def _settings(plpy) -> Settings:
-    """The settings for the calling role, with the model cache's caps applied to this backend.
+def _superuser(plpy) -> bool:
+    """Whether the calling role is a superuser, from the catalog, never from a GUC: any user can SET a
+    pgml.* placeholder."""
+    return plpy.execute(_plan(plpy, "SELECT r.rolsuper FROM pg_catalog.pg_roles r "
+                                    "WHERE r.rolname = current_user"))[0]["rolsuper"]
 
-    The role's standing comes from the catalog (superuser, or member of pgml_admin), never from a
-    GUC: any user can SET a pgml.* placeholder.
-    """
+
+def _settings(plpy) -> Settings:
+    """The settings for the calling role, with the model cache's caps applied to this backend."""
     rows = plpy.execute(_plan(plpy, "SELECT name, value::text AS value FROM pgml.settings"))
-    admin = plpy.execute(_plan(plpy, "SELECT r.rolsuper OR pg_catalog.pg_has_role('pgml_admin', 'MEMBER') AS admin "
-                                     "FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"))[0]["admin"]
-    settings = from_rows(((row["name"], row["value"]) for row in rows), admin=admin)
+    settings = from_rows(((row["name"], row["value"]) for row in rows), superuser=_superuser(plpy))
     MODELS.limit(settings.max_models, settings.max_model_bytes)
     return settings
 
 
 def check_setting(plpy, td) -> None:
-    """pgml.settings' trigger: a new or changed setting must be a known name with a valid value."""
-    new = td["new"]
-    _call(plpy, "pgml.settings", from_rows, [(new["name"], new["value"])])
+    """pgml.settings' trigger: a new or changed setting must be a known name with a valid value, and a
+    trust setting is added, changed or removed only by a superuser (whatever a role was granted)."""
+    def check():
+        old, new = td["old"], td["new"]
+        changed = old is None or new is None or (old["name"], old["value"]) != (new["name"], new["value"])
+        trust = sorted({row["name"] for row in (old, new) if row is not None} & TRUST_SETTINGS)
+        if changed and trust and not _superuser(plpy):
+            raise PermissionDenied(
+                f"pgml.settings: {', '.join(trust)} decides what code or weights the server loads: only a "
+                "superuser may change it",
+                hint="Members of pgml_admin change the limits: " + ", ".join(sorted(LIMIT_SETTINGS)) + ".")
+        if new is not None:
+            from_rows([(new["name"], new["value"])])
+
+    _call(plpy, "pgml.settings", check)
 
 
 def _use_threads(settings: Settings) -> None:
@@ -349,6 +362,18 @@ def tune(plpy, project_name, task, relation_name, y_column_name, model_name, hyp
         return [(result["status"], result["task"], result["algorithm"], result["deployed"])]
 
     return _call(plpy, "tune", run)
+
+
+def sign_models(plpy) -> int:
+    """The install's pgml._sign_models(): the server's key made if missing, unsigned models signed."""
+    def run():
+        from .tuning.registry import sign_unsigned
+        from .tuning.signing import create_key
+
+        create_key()
+        return sign_unsigned(plpy)
+
+    return _call(plpy, "signing tuned models", run)
 
 
 def deploy(plpy, model_id):

@@ -1,8 +1,15 @@
 """Server-side settings, read from the table pgml.settings on every call.
 
-The table is writable only by its owner (the installing superuser): these values
-decide what code and which files a backend may load, so they must never come from
-a `pgml.*` GUC placeholder, which any user can SET.
+Each setting declares its class next to its default:
+
+- TRUST settings decide whether, or from where, code and weights may be loaded, or where data and
+  credentials are sent. Whoever changes them decides what the server's OS user runs, so only
+  superusers may (pgml.settings' trigger enforces it, whatever privileges a role was granted).
+- LIMIT settings are limits and conveniences (inputs per call, models kept loaded, threads): they
+  bound the work a call may do and run nothing, so members of pgml_admin change them.
+
+Adding a setting means declaring its class: a table setting without one is an error at import.
+None of them ever comes from a `pgml.*` GUC placeholder, which any user can SET.
 """
 
 from __future__ import annotations
@@ -12,66 +19,82 @@ from dataclasses import dataclass, field, fields
 
 from .errors import InstallError
 
+TRUST, LIMIT = "trust", "limit"
+
+
+def setting(kind: str, default, description: str):
+    """A pgml.settings row: its class (TRUST or LIMIT), its default and the description stored with it."""
+    return field(default=default, metadata={"kind": kind, "description": description})
+
 
 @dataclass(frozen=True)
 class Settings:
     # Allow hub ids that are not in the server's Hugging Face cache to be downloaded.
-    hub_downloads: bool = False
+    hub_downloads: bool = setting(TRUST, False, "download hub models that are not in the server's Hugging Face cache")
     # Hugging Face cache folder (the hub's cache_dir); None means the library default
     # of the server's OS user (HF_HOME / ~/.cache/huggingface/hub).
-    huggingface_cache: str | None = None
+    huggingface_cache: str | None = setting(TRUST, None, "Hugging Face cache folder (null: the server user's default)")
     # Allow `trust_remote_code` in a task (it runs Python code shipped with a model).
-    huggingface_trust_remote_code: bool = False
+    huggingface_trust_remote_code: bool = setting(TRUST, False,
+                                                  "allow trust_remote_code (runs code shipped with a model)")
     # torch threads per backend: several backends share the cores.
-    torch_threads: int = 1
+    torch_threads: int = setting(LIMIT, 1, "torch threads per backend")
     # The most models one backend keeps loaded, and the most bytes of weights (None: no
     # limit); past either, the least recently used models are unloaded first.
-    max_models: int = 8
-    max_model_bytes: int | None = None
-    # Local folders that roles other than superusers and pgml_admin may load models from
-    # (symlinks and .. resolved first); None: none.
-    models_path: list[str] | None = None
+    max_models: int = setting(LIMIT, 8, "most models one backend keeps loaded (least recently used unloaded first)")
+    max_model_bytes: int | None = setting(LIMIT, None,
+                                          "most bytes of model weights one backend keeps loaded (null: no limit)")
+    # Local folders that roles other than superusers may load models from (symlinks and ..
+    # resolved first); None: none.
+    models_path: list[str] | None = setting(TRUST, None,
+                                            "folders roles other than superusers may load local models from "
+                                            "(null: none)")
     # Hub ids that may be loaded, exactly or as "org/*"; None: any.
-    huggingface_whitelist: list[str] | None = None
+    huggingface_whitelist: list[str] | None = setting(TRUST, None,
+                                                      "hub ids that may be loaded, exact or org/* (null: any)")
     # Models allowed to run their own code when huggingface_trust_remote_code is on; None: any.
-    huggingface_trust_remote_code_whitelist: list[str] | None = None
+    huggingface_trust_remote_code_whitelist: list[str] | None = setting(
+        TRUST, None, "models that may run their own code (null: any, when allowed)")
     # Where tuned models restored from pgml.files are kept (None: ~/.cache/pgml_plpy/models of the
     # server's OS user, else the temporary folder).
-    models_cache: str | None = None
+    models_cache: str | None = setting(TRUST, None,
+                                       "folder for tuned models restored from pgml.files (null: "
+                                       "~/.cache/pgml_plpy/models)")
     # Weights from pickle-based files (pytorch_model.bin, which can run code when loaded);
     # off: safetensors only.
-    allow_pickle: bool = False
+    allow_pickle: bool = setting(TRUST, False, "load weights from pickle-based files too (off: safetensors only)")
     # Limits per call: inputs, characters in one input, new tokens, generated sequences.
-    max_inputs: int = 10000
-    max_input_chars: int = 100000
-    max_new_tokens: int = 4096
-    max_sequences: int = 16
+    max_inputs: int = setting(LIMIT, 10000, "most inputs in one call")
+    max_input_chars: int = setting(LIMIT, 100000, "most characters in one input")
+    max_new_tokens: int = setting(LIMIT, 4096, "most tokens one generation may add")
+    max_sequences: int = setting(LIMIT, 16,
+                                 "most sequences one generation may carry (num_return_sequences, num_beams)")
     # Where models run: routes to other runtimes (runtimes/routes.py); unmatched models run in the backend.
-    runtimes: tuple = ()
-    # Not a table setting: whether the calling role is a superuser or a member of pgml_admin.
-    admin: bool = field(default=True, metadata={"table": False})
+    # Trust: a route decides what serves a model and where its inputs are sent.
+    runtimes: tuple = setting(TRUST, (), "routes: where models run (first match wins; unmatched models run in the "
+                                         "backend)")
+    # Not a table setting: whether the calling role is a superuser (it skips models_path).
+    superuser: bool = field(default=False, metadata={"table": False})
 
 
-DESCRIPTIONS = {
-    "hub_downloads": "download hub models that are not in the server's Hugging Face cache",
-    "huggingface_cache": "Hugging Face cache folder (null: the server user's default)",
-    "huggingface_trust_remote_code": "allow trust_remote_code (runs code shipped with a model)",
-    "torch_threads": "torch threads per backend",
-    "max_models": "most models one backend keeps loaded (least recently used unloaded first)",
-    "max_model_bytes": "most bytes of model weights one backend keeps loaded (null: no limit)",
-    "models_path": "folders other roles than pgml_admin may load local models from (null: none)",
-    "huggingface_whitelist": "hub ids that may be loaded, exact or org/* (null: any)",
-    "huggingface_trust_remote_code_whitelist": "models that may run their own code (null: any, when allowed)",
-    "models_cache": "folder for tuned models restored from pgml.files (null: ~/.cache/pgml_plpy/models)",
-    "allow_pickle": "load weights from pickle-based files too (off: safetensors only)",
-    "max_inputs": "most inputs in one call",
-    "max_input_chars": "most characters in one input",
-    "max_new_tokens": "most tokens one generation may add",
-    "max_sequences": "most sequences one generation may carry (num_return_sequences, num_beams)",
-    "runtimes": "routes: where models run (first match wins; unmatched models run in the backend)",
-}
+def _table_settings() -> dict[str, object]:
+    """name -> dataclass field of every table setting, each with its declared class."""
+    table = {}
+    for f in fields(Settings):
+        if not f.metadata.get("table", True):
+            continue
+        if f.metadata.get("kind") not in (TRUST, LIMIT):
+            raise TypeError(f"pgml_plpy.settings: the setting {f.name} declares no class: use setting(TRUST | LIMIT, "
+                            "default, description)")
+        table[f.name] = f
+    return table
 
-_TYPES = {f.name: f.type for f in fields(Settings) if f.metadata.get("table", True)}
+
+_FIELDS = _table_settings()
+_TYPES = {name: f.type for name, f in _FIELDS.items()}
+DESCRIPTIONS = {name: f.metadata["description"] for name, f in _FIELDS.items()}
+TRUST_SETTINGS = frozenset(name for name, f in _FIELDS.items() if f.metadata["kind"] == TRUST)
+LIMIT_SETTINGS = frozenset(name for name, f in _FIELDS.items() if f.metadata["kind"] == LIMIT)
 
 
 def _check(name: str, value):
@@ -99,9 +122,9 @@ def _check(name: str, value):
     return value
 
 
-def from_rows(rows, admin: bool = True) -> Settings:
+def from_rows(rows, superuser: bool = False) -> Settings:
     """Build Settings from (name, value-as-JSON-text) rows; unknown names are an error."""
-    values = {"admin": admin}
+    values = {"superuser": superuser}
     for name, raw in rows:
         if name not in _TYPES:
             raise InstallError(f"pgml.settings has an unknown setting {name!r}",
@@ -113,4 +136,6 @@ def from_rows(rows, admin: bool = True) -> Settings:
 def defaults() -> list[tuple[str, str, str]]:
     """(name, JSON default, description) for every setting, used to seed the table."""
     base = Settings()
-    return [(name, json.dumps(getattr(base, name)), DESCRIPTIONS[name]) for name in _TYPES]
+    return [(name, json.dumps(getattr(base, name)),
+             DESCRIPTIONS[name] + (" (trust: superusers only)" if name in TRUST_SETTINGS else ""))
+            for name in _TYPES]

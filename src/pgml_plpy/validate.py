@@ -70,6 +70,13 @@ def _huggingface_cache(settings: Settings) -> str:
     return _folder(path, settings.hub_downloads, "the Hugging Face cache")
 
 
+def _signing_key() -> str:
+    from .tuning import signing
+
+    signing.load_key()
+    return f"{signing.KEY_FILE} in the data directory: tuned models are signed and checked"
+
+
 def _torch(settings: Settings) -> str:
     import torch
 
@@ -107,6 +114,7 @@ def checks(plpy, settings: Settings) -> list[tuple[str, bool, str]]:
         ("dependencies", lambda: ", ".join(f"{name} {version}" for name, version in dependencies())),
         ("torch", lambda: _torch(settings)),
         ("roles", roles),
+        ("signing key", _signing_key),
         ("huggingface cache", lambda: _huggingface_cache(settings)),
         ("models cache", lambda: _models_cache(settings)),
         ("inference", lambda: _inference(settings)),

@@ -5,11 +5,17 @@ pgml.models (one tune each: status, base model, hyperparams, metrics, progress, 
 pgml.deployments (the latest row per project is the deployed model), pgml.files (a model's files as
 BYTEA parts with a SHA-256 per part) and pgml.logs (the training logs).
 
-A deployed model is served from a local folder restored from pgml.files: the folder's name is a hash of
-the model's file list and part checksums, every part is checked while it is written, and a folder that
-is already there is used only when its files still hash to the parts in the database. A LoRA model is
-its adapter plus the base model's id: it is served from a folder whose adapter_config.json points at
-the base model's local folder.
+Roles read these tables; nobody but their owner (the installing superuser) writes them. pgml.tune
+writes them through the SECURITY DEFINER functions pgml._registry_* (sql/functions/tune.sql), which
+check what they touch: a run's rows only from the backend running it, deployments only of successful
+models with files.
+
+A deployed model is served from a local folder restored from pgml.files, once its MAC (signing.py)
+shows that the server's own tuning wrote it: the folder's name is a hash of the model's file list and
+part checksums, every part is checked while it is written, and a folder that is already there is used
+only when its files still hash to the parts in the database. A LoRA model is its adapter plus the base
+model's id: it is served from a folder whose adapter_config.json points at the base model's local
+folder.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..datasets_loader import create_table
 from ..errors import InvalidParameter, ModelNotFound, PgmlError
 from ..settings import Settings
-from . import metrics
+from . import metrics, signing
 
 PART_SIZE = 32 << 20         # bytes per pgml.files row
 MANIFEST = ".pgml_files.json"
@@ -67,15 +74,8 @@ def clean(value):
 
 
 def sweep_orphans(plpy) -> int:
-    """Runs left 'in_progress' by a backend that is gone (terminated, crashed) are marked failed. (Other
-    roles' sessions show no backend_start to a role without pg_read_all_stats: their pid decides.)"""
-    rows = plpy.execute(
-        "UPDATE pgml.models m SET status = 'failed', updated_at = pg_catalog.clock_timestamp(), "
-        "error = 'the backend running it ended before it finished (terminated or crashed)' "
-        "WHERE m.status = 'in_progress' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a "
-        "WHERE a.pid = m.pid AND (a.backend_start = m.backend_start OR a.backend_start IS NULL)) "
-        "RETURNING m.id")
-    return len(rows)
+    """Runs left 'in_progress' by a backend that is gone (terminated, crashed) are marked failed."""
+    return plpy.execute("SELECT pgml._registry_sweep() AS n")[0]["n"]
 
 
 def find_project(plpy, name: str):
@@ -84,9 +84,7 @@ def find_project(plpy, name: str):
 
 
 def create_project(plpy, name: str, task: str) -> int:
-    plan = _plan(plpy, "INSERT INTO pgml.projects (name, task) VALUES ($1, $2) "
-                       "ON CONFLICT (name) DO UPDATE SET updated_at = pg_catalog.clock_timestamp() RETURNING id",
-                 ["text", "text"])
+    plan = _plan(plpy, "SELECT pgml._registry_project($1, $2) AS id", ["text", "text"])
     return plpy.execute(plan, [name, task])[0]["id"]
 
 
@@ -102,61 +100,50 @@ def last_base_model(plpy, project_id: int) -> str | None:
     return rows[0]["base_model"] if len(rows) else None
 
 
-def create_snapshot(plpy, relation: str, y_column_name: str | None, test_size: float, sampling: str,
+def create_snapshot(plpy, relation, y_column_name: str | None, test_size: float, sampling: str,
                     columns: dict, analysis: dict, materialize: bool) -> tuple[int, str | None]:
-    """A pgml.snapshots row; with materialize a copy of the relation in pgml.snapshot_<id> (returned)."""
-    plan = _plan(plpy, "INSERT INTO pgml.snapshots (relation_name, y_column_name, test_size, test_sampling, "
-                       "materialized, columns, analysis) VALUES ($1, $2, $3, $4::pgml.sampling, $5, $6::jsonb, "
-                       "$7::jsonb) RETURNING id",
-                 ["text", "text[]", "float4", "text", "bool", "text", "text"])
-    snapshot_id = plpy.execute(plan, [relation, [y_column_name] if y_column_name else None, test_size, sampling,
-                                      materialize, _json(columns), _json(analysis)])[0]["id"]
+    """A pgml.snapshots row; with materialize a copy of the relation (a data.Relation) in
+    pgml.snapshot_<id> (returned), owned by the tuning role and filled with its privileges."""
+    plan = _plan(plpy, "SELECT pgml._registry_snapshot($1, $2, $3, $4::pgml.sampling, $5, $6::jsonb, $7::jsonb) "
+                       "AS id", ["text", "text[]", "float4", "text", "bool", "text", "text"])
+    snapshot_id = plpy.execute(plan, [relation.name, [y_column_name] if y_column_name else None, test_size,
+                                      sampling, materialize, _json(columns), _json(analysis)])[0]["id"]
     table = None
     if materialize:
-        table = f"pgml.snapshot_{snapshot_id}"
-        plpy.execute(f"CREATE TABLE {table} AS SELECT * FROM {relation}")
+        table = create_table(plpy, f"snapshot_{snapshot_id}", [(c.name, c.type) for c in relation.columns.values()])
+        plpy.execute(f"INSERT INTO {table} SELECT * FROM {relation.name}")
         plpy.execute(f"COMMENT ON TABLE {table} IS " + plpy.quote_literal(
-            f"pgml.tune: snapshot {snapshot_id} of {relation}"))
+            f"pgml.tune: snapshot {snapshot_id} of {relation.name}"))
     return snapshot_id, table
 
 
 def start_model(plpy, project_id: int, snapshot_id: int, task: str, base_model: str, hyperparams: dict,
                 lora: bool) -> int:
-    plan = _plan(plpy, "INSERT INTO pgml.models (project_id, snapshot_id, task, base_model, hyperparams, lora, "
-                       "status, pid, backend_start) SELECT $1, $2, $3, $4, $5::jsonb, $6, 'in_progress', "
-                       "a.pid, a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = "
-                       "pg_catalog.pg_backend_pid() RETURNING id",
+    plan = _plan(plpy, "SELECT pgml._registry_start($1, $2, $3, $4, $5::jsonb, $6) AS id",
                  ["int8", "int8", "text", "text", "text", "bool"])
     return plpy.execute(plan, [project_id, snapshot_id, task, base_model, _json(hyperparams), lora])[0]["id"]
 
 
-_progress_plans = {}
+_progress_plan = None
 
 
-def progress(plpy, model_id: int, project_id: int, record: dict) -> None:
+def progress(plpy, model_id: int, record: dict) -> None:
     """The latest progress on the model's row, and the record appended to pgml.logs."""
-    if "update" not in _progress_plans:
-        _progress_plans["update"] = plpy.prepare(
-            "UPDATE pgml.models SET progress = $2::jsonb, updated_at = pg_catalog.clock_timestamp() WHERE id = $1",
-            ["int8", "text"])
-        _progress_plans["log"] = plpy.prepare(
-            "INSERT INTO pgml.logs (model_id, project_id, logs) VALUES ($1, $2, $3::jsonb)",
-            ["int8", "int8", "text"])
-    text = _json(clean(record))
-    plpy.execute(_progress_plans["update"], [model_id, text])
-    plpy.execute(_progress_plans["log"], [model_id, project_id, text])
+    global _progress_plan
+    if _progress_plan is None:
+        _progress_plan = plpy.prepare("SELECT pgml._registry_progress($1, $2::jsonb)", ["int8", "text"])
+    plpy.execute(_progress_plan, [model_id, _json(clean(record))])
 
 
-def finish_model(plpy, model_id: int, metrics_: dict, timings: dict) -> None:
-    plpy.execute(_plan(plpy, "UPDATE pgml.models SET status = 'successful', metrics = $2::jsonb, "
-                             "timings = $3::jsonb, updated_at = pg_catalog.clock_timestamp() WHERE id = $1",
-                       ["int8", "text", "text"]), [model_id, _json(clean(metrics_)), _json(clean(timings))])
+def finish_model(plpy, model_id: int, metrics_: dict, timings: dict, files_mac: str) -> None:
+    plpy.execute(_plan(plpy, "SELECT pgml._registry_finish($1, $2::jsonb, $3::jsonb, $4)",
+                       ["int8", "text", "text", "text"]),
+                 [model_id, _json(clean(metrics_)), _json(clean(timings)), files_mac])
 
 
 def fail_model(plpy, model_id: int, status: str, error: str) -> None:
-    plpy.execute(_plan(plpy, "UPDATE pgml.models SET status = $2, error = $3, "
-                             "updated_at = pg_catalog.clock_timestamp() WHERE id = $1 AND status = 'in_progress'",
-                       ["int8", "text", "text"]), [model_id, status, error])
+    plpy.execute(_plan(plpy, "SELECT pgml._registry_fail($1, $2, $3)", ["int8", "text", "text"]),
+                 [model_id, status, error])
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -175,25 +162,26 @@ def check_path(path: str) -> str:
     return normal
 
 
-def store_files(plpy, model_id: int, folder: str, files: list[str]) -> int:
-    """The files of folder into pgml.files, in parts of PART_SIZE bytes with their SHA-256; returns bytes."""
-    plan = _plan(plpy, "INSERT INTO pgml.files (model_id, path, part, sha256, data) VALUES ($1, $2, $3, $4, $5)",
-                 ["int8", "text", "int4", "text", "bytea"])
-    total = 0
-    for rel in files:
+def store_files(plpy, model_id: int, folder: str, files: list[str]) -> list[list]:
+    """The files of folder into pgml.files, in parts of PART_SIZE bytes with their SHA-256; returns what
+    was written, as manifest() reads it back."""
+    plan = _plan(plpy, "SELECT pgml._registry_file($1, $2, $3, $4, $5)", ["int8", "text", "int4", "text", "bytea"])
+    written = []
+    for rel in sorted(files):
         check_path(rel)
+        parts, size = [], 0
         with open(os.path.join(folder, rel), "rb") as fh:
-            part = 0
             while True:
                 data = fh.read(PART_SIZE)
-                if not data and part > 0:
+                if not data and parts:
                     break
-                plpy.execute(plan, [model_id, rel, part, hashlib.sha256(data).hexdigest(), data])
-                total += len(data)
-                part += 1
+                parts.append(hashlib.sha256(data).hexdigest())
+                plpy.execute(plan, [model_id, rel, len(parts) - 1, parts[-1], data])
+                size += len(data)
                 if len(data) < PART_SIZE:
                     break
-    return total
+        written.append([rel, parts, size])
+    return written
 
 
 def manifest(plpy, model_id: int) -> list[list]:
@@ -221,7 +209,7 @@ def cache_root(settings: Settings) -> Path:
             continue
     raise PgmlError(f"the server's OS user cannot write the folder for restored models ({candidates[0]})",
                     sqlstate="58030",
-                    hint="A pgml_admin sets the setting models_cache to a folder that user can write: "
+                    hint="A superuser sets the setting models_cache to a folder that user can write: "
                          "UPDATE pgml.settings SET value = '\"/path\"' WHERE name = 'models_cache'.")
 
 
@@ -252,12 +240,20 @@ def _valid(folder: Path, files: list[list]) -> bool:
         return False
 
 
-def restore(plpy, model_id: int, settings: Settings) -> Path:
-    """The model's files in a local folder, fetched from pgml.files unless a valid copy is there."""
+def identity(row) -> tuple:
+    """What a model's MAC covers of its pgml.models row (a lookup() row): id, base model, LoRA, revision."""
+    return (row["model_id"], row["base_model"], row["lora"], json.loads(row["hyperparams"] or "{}").get("revision"))
+
+
+def restore(plpy, model, settings: Settings) -> Path:
+    """The files of a model (a lookup() row) in a local folder, once its MAC shows that this server's
+    tuning wrote them; fetched from pgml.files unless a valid copy is there."""
+    model_id = model["model_id"]
     files = manifest(plpy, model_id)
     if not files:
         raise ModelNotFound(f"model {model_id} has no files in pgml.files",
                             hint="Deploy another model of the project: pgml.deploy(model_id).")
+    signing.verify(signing.load_key(), *identity(model), files, model["files_mac"])
     for path, _, _ in files:
         check_path(path)
     key = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:40]
@@ -360,12 +356,12 @@ _lookup_plan = None
 
 
 def lookup(plpy, name: str):
-    """The deployment serving the project called name: (project, model_id, base_model, lora, hyperparams),
-    None when no project has that name; an error when the project has nothing deployed."""
+    """The deployment serving the project called name: (project, model_id, base_model, lora, hyperparams,
+    files_mac), None when no project has that name; an error when the project has nothing deployed."""
     global _lookup_plan
     if _lookup_plan is None:
         _lookup_plan = plpy.prepare(
-            "SELECT p.name, d.model_id, m.base_model, m.lora, m.hyperparams::text AS hyperparams "
+            "SELECT p.name, d.model_id, m.base_model, m.lora, m.hyperparams::text AS hyperparams, m.files_mac "
             "FROM pgml.projects p LEFT JOIN LATERAL (SELECT model_id FROM pgml.deployments "
             "WHERE project_id = p.id ORDER BY id DESC LIMIT 1) d ON true "
             "LEFT JOIN pgml.models m ON m.id = d.model_id WHERE p.name = $1", ["text"])
@@ -390,7 +386,7 @@ def deployed(plpy, name: str, settings: Settings):
     model_id = row["model_id"]
 
     def folder() -> str:
-        local = restore(plpy, model_id, settings)
+        local = restore(plpy, row, settings)
         if row["lora"]:
             recorded = json.loads(row["hyperparams"] or "{}")
             options = {k: recorded[k] for k in ("revision",) if recorded.get(k) is not None}
@@ -398,6 +394,19 @@ def deployed(plpy, name: str, settings: Settings):
         return str(local)
 
     return Deployed(key=f"{row['name']}@{model_id}", folder=folder)
+
+
+def sign_unsigned(plpy) -> int:
+    """Signs the successful models with files and no MAC (stored before MACs existed); how many. Run by
+    the install, as a superuser, which thereby vouches for those rows."""
+    key = signing.load_key()
+    rows = plpy.execute("SELECT m.id AS model_id, m.base_model, m.lora, m.hyperparams::text AS hyperparams "
+                        "FROM pgml.models m WHERE m.files_mac IS NULL AND m.status = 'successful' "
+                        "AND EXISTS (SELECT FROM pgml.files f WHERE f.model_id = m.id) ORDER BY m.id")
+    update = _plan(plpy, "UPDATE pgml.models SET files_mac = $2 WHERE id = $1", ["int8", "text"])
+    for row in rows:
+        plpy.execute(update, [row["model_id"], signing.sign(key, *identity(row), manifest(plpy, row["model_id"]))])
+    return len(rows)
 
 
 # ------------------------------------------------------------------------------------------ deploying
@@ -414,37 +423,23 @@ def deployed_model(plpy, project_id: int):
 
 def lock_project(plpy, project_id: int) -> None:
     """Serializes deployment decisions of concurrent tunes of one project."""
-    plpy.execute(_plan(plpy, "SELECT id FROM pgml.projects WHERE id = $1 FOR UPDATE", ["int8"]), [project_id])
+    plpy.execute(_plan(plpy, "SELECT pgml._registry_lock($1)", ["int8"]), [project_id])
 
 
-def deploy(plpy, project_id: int, model_id: int, strategy: str) -> None:
-    plpy.execute(_plan(plpy, "INSERT INTO pgml.deployments (project_id, model_id, strategy) "
-                             "VALUES ($1, $2, $3::pgml.strategy)", ["int8", "int8", "text"]),
-                 [project_id, model_id, strategy])
-
-
-def _model(plpy, model_id: int):
-    rows = plpy.execute(_plan(plpy, "SELECT m.id, m.status, m.algorithm, m.project_id, p.name AS project, "
-                                    "(SELECT count(*) FROM pgml.files f WHERE f.model_id = m.id) AS files "
-                                    "FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id "
-                                    "WHERE m.id = $1", ["int8"]), [model_id])
-    return rows[0] if len(rows) else None
+def deploy(plpy, model_id: int, strategy: str):
+    """A deployments row for the model (it checks that the model is successful and has files): the
+    model's (project, algorithm)."""
+    row = plpy.execute(_plan(plpy, "SELECT * FROM pgml._registry_deploy($1, $2::pgml.strategy)",
+                             ["int8", "text"]), [model_id, strategy])[0]
+    return row["project"], row["algorithm"]
 
 
 def deploy_model(plpy, model_id: int) -> list[tuple]:
     """pgml.deploy(model_id): that model becomes its project's deployed model."""
     if model_id is None:
         raise InvalidParameter("model_id must not be NULL")
-    model = _model(plpy, model_id)
-    if model is None:
-        raise PgmlError(f"there is no model {model_id}", sqlstate="42704",
-                        hint="Models are listed in pgml.models (and pgml.tune_runs).")
-    if model["status"] != "successful" or not model["files"]:
-        raise PgmlError(f"model {model_id} cannot be deployed: its tune is {model['status']}",
-                        sqlstate="55000", hint="Only a successful tune's model can be deployed.")
-    lock_project(plpy, model["project_id"])
-    deploy(plpy, model["project_id"], model_id, "specific")
-    return [(model["project"], "specific", model["algorithm"])]
+    project, algorithm = deploy(plpy, model_id, "specific")
+    return [(project, "specific", algorithm)]
 
 
 def deploy_strategy(plpy, project_name: str, strategy: str, algorithm: str | None) -> list[tuple]:
@@ -494,5 +489,5 @@ def deploy_strategy(plpy, project_name: str, strategy: str, algorithm: str | Non
         return []
     if current is not None and chosen["id"] == current["id"]:
         plpy.notice(f"pgml.deploy: model {chosen['id']} is already deployed")
-    deploy(plpy, project["id"], chosen["id"], strategy)
+    deploy(plpy, chosen["id"], strategy)
     return [(project_name, strategy, chosen["algorithm"])]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..errors import InvalidParameter, NullValue, PgmlError, one_line
 from ..models import device_for, resolve
 from ..settings import Settings
-from . import data, metrics, params, registry, tasks, training
+from . import data, metrics, params, registry, signing, tasks, training
 
 ALGORITHM = "transformers"  # pgml.models.algorithm, as PostgresML records a transformers tune
 
@@ -153,6 +153,8 @@ def tune(plpy, call: Call, settings: Settings, *, commits: bool) -> dict:
     # --- the base model (before anything is registered: a missing model is the caller's error)
     import transformers
 
+    key = signing.load_key()  # the tuned model is signed with it: a missing key fails before any work
+
     transformers.set_seed(seed)
     source = resolve(model_name, hp.loader, settings)
     model, tokenizer = task.load(source, settings)
@@ -169,7 +171,7 @@ def tune(plpy, call: Call, settings: Settings, *, commits: bool) -> dict:
     project_id = project["id"] if project is not None else registry.create_project(plpy, call.project_name,
                                                                                    task_name)
     # what this tune read; a reused snapshot is recorded again (its relation, maybe pgml.snapshot_<id>)
-    snapshot_id, _ = registry.create_snapshot(plpy, rel.name, y_column or None, test_size, sampling,
+    snapshot_id, _ = registry.create_snapshot(plpy, rel, y_column or None, test_size, sampling,
                                               {task.roles[r].key: c for r, c in columns.items()}, analysis,
                                               bool(call.materialize_snapshot) and snapshot is None)
     recorded = hp.record(model_name, call.project_name)
@@ -185,7 +187,7 @@ def tune(plpy, call: Call, settings: Settings, *, commits: bool) -> dict:
     trained = None
     try:
         def report(record: dict) -> None:
-            registry.progress(plpy, model_id, project_id, record)
+            registry.progress(plpy, model_id, record)
             # the training summary and the final test evaluation are logged, not announced
             if "train_runtime" not in record and not any(k.startswith("test_") for k in record):
                 eta = record.get("eta_seconds")
@@ -218,14 +220,16 @@ def tune(plpy, call: Call, settings: Settings, *, commits: bool) -> dict:
         try:
             files = training.save(trained, task, saved)
             store_started = time.monotonic()
-            size = registry.store_files(plpy, model_id, saved, files)
+            written = registry.store_files(plpy, model_id, saved, files)
             store_seconds = time.monotonic() - store_started
         finally:
             shutil.rmtree(saved, ignore_errors=True)
         timings = {"read_seconds": read_seconds, "prepare_seconds": prepare_seconds, "train_seconds": train_seconds,
-                   "eval_seconds": eval_seconds, "store_seconds": store_seconds, "stored_bytes": size,
-                   "total_seconds": time.monotonic() - started}
-        registry.finish_model(plpy, model_id, result, timings)
+                   "eval_seconds": eval_seconds, "store_seconds": store_seconds,
+                   "stored_bytes": sum(size for _, _, size in written), "total_seconds": time.monotonic() - started}
+        # signed over what this tune wrote, never over what the table holds by now
+        files_mac = signing.sign(key, model_id, model_name, task.lora is not None, recorded.get("revision"), written)
+        registry.finish_model(plpy, model_id, result, timings, files_mac)
 
         # --- deploy when it beats the deployed model (compared under the project's lock)
         registry.lock_project(plpy, project_id)
@@ -234,7 +238,7 @@ def tune(plpy, call: Call, settings: Settings, *, commits: bool) -> dict:
         deploy = bool(call.automatic_deploy) and (current is None or metrics.better(task_name, result,
                                                                                      current["metrics"]))
         if deploy:
-            registry.deploy(plpy, project_id, model_id, "new_score")
+            registry.deploy(plpy, model_id, "new_score")
         session.commit()
     except BaseException as exc:
         if commits:
