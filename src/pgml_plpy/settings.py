@@ -73,6 +73,10 @@ class Settings:
     # Trust: a route decides what serves a model and where its inputs are sent.
     runtimes: tuple = setting(TRUST, (), "routes: where models run (first match wins; unmatched models run in the "
                                          "backend)")
+    # Trust: the folder whose files engine routes may read API keys from (api_key_file); None: no key
+    # files. It decides which of the server's secrets a route may send to an engine.
+    secrets_path: str | None = setting(TRUST, None, "folder holding the API key files of engine routes "
+                                                    "(api_key_file); null: no key files")
     # Not a table setting: whether the calling role is a superuser (it skips models_path).
     superuser: bool = field(default=False, metadata={"table": False})
 

@@ -50,7 +50,7 @@ def stream_generation(generate: Callable[..., object], tokenizer, stops: list[st
     worker = threading.Thread(target=work, name="pgml-generate", daemon=True)
     worker.start()
     try:
-        yield from _cut_at_stops(_drain(pieces), stops)
+        yield from cut_at_stops(_drain(pieces), stops)
         if failure:
             raise failure[0]
     finally:
@@ -70,7 +70,7 @@ def _drain(pieces: queue.Queue) -> Iterator[str]:
         yield piece
 
 
-def _cut_at_stops(pieces: Iterator[str], stops: list[str]) -> Iterator[str]:
+def cut_at_stops(pieces: Iterator[str], stops: list[str]) -> Iterator[str]:
     """The pieces up to the first stop string (left out), holding back what could start one."""
     if not stops:
         yield from pieces

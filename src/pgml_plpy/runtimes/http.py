@@ -8,8 +8,9 @@ connection: the runtime sees the client go away and stops the work. The route's 
 bounds the whole call.
 
 Failures become one SQL error each: class 08 when the runtime cannot be reached, dies
-mid-call or does not answer in time; the runtime's own SQLSTATE where it sends one (the
-shared runtime does); otherwise the HTTP status decides.
+mid-call, does not answer in time or answers what the protocol does not allow (08P01); the
+runtime's own SQLSTATE where it sends one (the shared runtime does); otherwise the HTTP
+status decides.
 """
 
 from __future__ import annotations
@@ -96,6 +97,12 @@ class Client:
                                   sqlstate="08001" if what.startswith("cannot be reached") else None,
                                   hint=f"The route is {self.route.describe()}. " + self.serve_hint)
 
+    def malformed(self, what: str) -> RuntimeUnavailable:
+        """An answer that breaks the protocol (not JSON, fields missing, a stream cut short): 08P01."""
+        error = self.unavailable(f"sent {what}")
+        error.sqlstate = "08P01"  # protocol_violation
+        return error
+
     def timed_out(self) -> RuntimeUnavailable:
         return self.unavailable(f"did not answer within the route's timeout ({self.route.timeout:g} s)")
 
@@ -109,7 +116,13 @@ class Client:
         return self.unavailable(f"failed mid-call: {type(exc).__name__}: {one_line(exc)}")
 
     def http_error(self, status: int, body: bytes) -> PgmlError:
-        """The error a non-2xx answer stands for: the runtime's own SQLSTATE when it sends one."""
+        """The error a non-2xx answer stands for: the runtime's own SQLSTATE when it sends one.
+        Its .status is the HTTP status."""
+        error = self._status_error(status, body)
+        error.status = status
+        return error
+
+    def _status_error(self, status: int, body: bytes) -> PgmlError:
         message, sqlstate, hint, detail = _error_fields(body)
         if sqlstate:
             return PgmlError(message, sqlstate=sqlstate, hint=hint, detail=detail)
@@ -126,22 +139,40 @@ class Client:
 
     def post(self, path: str, payload) -> object:
         """POST payload as JSON; the decoded JSON answer."""
-        async def call():
-            import httpx
+        return drive(self._call("POST", path, payload), time.monotonic() + self.route.timeout, self.timed_out)
 
-            try:
-                response = await self._http().post(path, json=payload)
-                body = response.content
-            except httpx.HTTPError as exc:
-                raise self._transport_error(exc) from None
-            if response.status_code >= 300:
-                raise self.http_error(response.status_code, body)
-            try:
-                return json.loads(body)
-            except ValueError:
-                raise self.unavailable(f"sent an answer that is not JSON: {one_line(body[:200])!r}") from None
+    def get(self, path: str) -> object:
+        """GET path; the decoded JSON answer."""
+        return drive(self._call("GET", path), time.monotonic() + self.route.timeout, self.timed_out)
 
-        return drive(call(), time.monotonic() + self.route.timeout, self.timed_out)
+    def post_all(self, path: str, payloads: list) -> list:
+        """POST each payload as JSON, all at once; the decoded answers in the payloads' order. The
+        first failure cancels the calls still running; the route's timeout bounds them together."""
+        async def every():
+            calls = [asyncio.ensure_future(self._call("POST", path, payload)) for payload in payloads]
+            try:
+                return await asyncio.gather(*calls)
+            finally:
+                for call in calls:
+                    call.cancel()
+                await asyncio.gather(*calls, return_exceptions=True)
+
+        return drive(every(), time.monotonic() + self.route.timeout, self.timed_out)
+
+    async def _call(self, method: str, path: str, payload=None) -> object:
+        import httpx
+
+        try:
+            response = await self._http().request(method, path, json=payload)
+            body = response.content
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code >= 300:
+            raise self.http_error(response.status_code, body)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise self.malformed(f"an answer that is not JSON: {one_line(body[:200])!r}") from None
 
     def stream(self, path: str, payload) -> Iterator[str]:
         """POST payload as JSON; the answer's lines as they arrive. Closing the iterator closes the

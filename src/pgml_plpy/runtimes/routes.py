@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +33,34 @@ def _positive_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def _http_url(value) -> bool:
+    """An http(s) URL with a host, and no query, fragment or credentials (the setting is readable)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+            and parts.username is None and parts.password is None)
+
+
+def _env_name(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"PGML_[A-Za-z0-9_]+", value) is not None
+
+
+def _absolute_path(value) -> bool:
+    return _string(value) and os.path.isabs(value)
+
+
+def is_glob(model: str) -> bool:
+    """Whether a route's model is a pattern rather than one model."""
+    return any(c in model for c in "*?[")
+
+
 @dataclass(frozen=True)
 class Key:
     check: Callable[[object], bool]
@@ -44,6 +74,7 @@ class Kind:
 
     keys: dict = field(default_factory=dict)
     module: str | None = None   # None: the backend itself
+    check: Callable[[dict], str | None] | None = None  # the route as a whole: what is wrong, else None
 
 
 COMMON = {
@@ -53,8 +84,28 @@ COMMON = {
 }
 # Keys the kinds that call out over the network share.
 TIMEOUT = {"timeout": Key(_positive_number, "seconds a call may take (a positive number)")}
+
+def _one_key_source(route: dict) -> str | None:
+    if "api_key_env" in route and "api_key_file" in route:
+        return "takes api_key_env or api_key_file, not both"
+    return None
+
+
 KINDS: dict[str, Kind] = {
     "backend": Kind(),
+    # OpenAI-compatible serving engines (vLLM, TGI, SGLang, Ollama, llama.cpp, transformers serve).
+    # The key itself is never in a route: only where the server reads it (runtimes/openai.py).
+    "openai": Kind(keys={
+        "url": Key(_http_url, "the engine's OpenAI API base, such as 'http://127.0.0.1:8000/v1'", required=True),
+        "served_model": Key(_string, "the model's name at the engine (default: the model the call asks for)"),
+        "api_key_env": Key(_env_name, "the name of an environment variable of the PostgreSQL server that starts "
+                                      "with PGML_, holding the engine's API key"),
+        "api_key_file": Key(_absolute_path, "the absolute path of a file under the secrets_path setting's "
+                                            "folder, holding the engine's API key"),
+        **TIMEOUT,
+        "ca_file": Key(_absolute_path, "the absolute path of a PEM bundle of the CAs that sign the engine's "
+                                       "https certificate (default: the system's CAs)"),
+    }, module="pgml_plpy.runtimes.openai", check=_one_key_source),
 }
 
 
@@ -108,6 +159,9 @@ def parse(value, task_names: frozenset[str] | None = None) -> tuple[Route, ...]:
                     raise _fail(f"{where} needs {name}: {key.expected}")
             elif not key.check(item[name]):
                 raise _fail(f"{where}: {name} is {json.dumps(item[name])}, expected {key.expected}")
+        problem = kind.check(item) if kind.check is not None else None
+        if problem:
+            raise _fail(f"{where} ({item['runtime']}) {problem}")
         if task_names is not None and "task" in item and item["task"] not in task_names:
             raise _fail(f"{where}: task {json.dumps(item['task'])} is not a canonical task name "
                         f"({', '.join(sorted(task_names))})")

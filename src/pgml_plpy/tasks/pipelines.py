@@ -65,7 +65,7 @@ class ZeroShotClassificationTask(PipelineTask):
         return super().run(items, args)
 
 
-def _is_message(item) -> bool:
+def is_message(item) -> bool:
     return isinstance(item, dict) and "role" in item
 
 
@@ -126,7 +126,7 @@ class TextGenerationTask(PipelineTask):
         return task == "conversational"  # TEXT elements holding {"role", "content"} messages
 
     def prepare(self, items):
-        if self.task == "conversational" or any(_is_message(item) for item in items):
+        if self.task == "conversational" or any(is_message(item) for item in items):
             return [check_messages(items)]
         return super().prepare(items)
 
