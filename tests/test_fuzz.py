@@ -175,7 +175,7 @@ def test_admin_functions(fuzzer, untouched, models):
 
 
 TRUST = ["allow_pickle", "huggingface_trust_remote_code", "huggingface_trust_remote_code_whitelist", "models_path",
-         "hub_downloads", "huggingface_cache", "models_cache", "huggingface_whitelist"]
+         "hub_downloads", "huggingface_cache", "models_cache", "huggingface_whitelist", "secrets_path"]
 
 
 def refused(conn, query, params, *, unless_unchanged=False):

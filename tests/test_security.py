@@ -208,7 +208,8 @@ def test_settings_declare_what_they_protect():
     """Trust settings decide what code or weights are loaded, and from where: superusers only."""
     assert settings.TRUST_SETTINGS == {"allow_pickle", "huggingface_trust_remote_code",
                                        "huggingface_trust_remote_code_whitelist", "models_path", "hub_downloads",
-                                       "huggingface_cache", "models_cache", "huggingface_whitelist", "runtimes"}
+                                       "huggingface_cache", "models_cache", "huggingface_whitelist", "runtimes",
+                                       "secrets_path"}
     assert settings.LIMIT_SETTINGS == {"max_inputs", "max_models", "max_model_bytes", "torch_threads",
                                        "max_input_chars", "max_new_tokens", "max_sequences"}
     assert set(settings.DESCRIPTIONS) == settings.TRUST_SETTINGS | settings.LIMIT_SETTINGS
