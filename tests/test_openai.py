@@ -518,6 +518,10 @@ class Broken(BaseHTTPRequestHandler):
             self._send(200, b'data: {"choices": [{"index": 0, "text": "a"}]}\n\n'
                             b'data: {"error": {"message": "temperature is out of range", "code": 400}}\n\n',
                        "text/event-stream")
+        elif case == "sse-done":  # vLLM's way: pieces, a usage event without choices, [DONE]
+            self._send(200, b': keep-alive\n\ndata: {"choices": [{"index": 0, "text": "a"}]}\n\n'
+                            b'data: {"choices": [{"index": 0, "text": "b"}]}\n\ndata: {"choices": [], "usage": {}}\n\n'
+                            b'data: [DONE]\n\n', "text/event-stream")
         elif case == "wrong-count":
             self._send(200, json.dumps({"data": [{"index": 0, "embedding": [1.0]}]}).encode())
         elif case == "together":  # every prompt waits until three are in flight
@@ -560,6 +564,10 @@ def test_answers_that_break_the_protocol(broken, case, function, sqlstate, messa
     with pytest.raises(Exception) as info:
         call(broken, case, function, inputs=("x", "y") if function == "embed" else ("x",))
     assert info.value.sqlstate == sqlstate and message in info.value.message, info.value.message
+
+
+def test_a_stream_ends_at_done(broken):
+    assert call(broken, "sse-done", "stream") == ["a", "b"]
 
 
 def test_prompts_are_sent_at_once(broken):
