@@ -24,6 +24,7 @@ SELECT pgml.activate_venv(:'venv');
 \ir functions/chunk.sql
 \ir functions/load_dataset.sql
 \ir functions/embed.sql
+\ir functions/vectors.sql
 \ir functions/lifecycle.sql
 \ir functions/tune.sql
 

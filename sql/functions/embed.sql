@@ -1,5 +1,5 @@
--- Embeddings (sentence-transformers), cross-encoder ranking, vector similarity over REAL[],
--- and the DBA's procedure that embeds a whole table in committed batches.
+-- Embeddings (sentence-transformers), cross-encoder ranking, and the DBA's procedure that embeds
+-- a whole table in committed batches. Similarity and nearest-neighbour search: vectors.sql.
 
 -- Vectors cross PL/Python as array literals (one C-level format per row) and become REAL[]
 -- here: returning Python float lists costs a text round trip per float.
@@ -32,45 +32,6 @@ AS $$
 if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
 return GD['pgml_plpy'].rank(plpy, transformer, query, documents, kwargs)
-$$;
-
--- Similarity over REAL[] without pgvector. STRICT: a NULL vector gives NULL (it sorts last).
-CREATE OR REPLACE FUNCTION pgml._dimension_mismatch(a real[], b real[]) RETURNS float8
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  RAISE EXCEPTION 'pgml: vectors of different dimensions: % and %', cardinality(a), cardinality(b)
-    USING ERRCODE = '22000', HINT = 'Compare embeddings made by the same model.';
-END
-$$;
-
-CREATE OR REPLACE FUNCTION pgml.dot_product(a real[], b real[]) RETURNS float8
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT CASE WHEN cardinality(a) <> cardinality(b) THEN pgml._dimension_mismatch(a, b)
-       ELSE (SELECT sum(x::float8 * y) FROM unnest(a, b) AS t(x, y)) END
-$$;
-
-CREATE OR REPLACE FUNCTION pgml.cosine_similarity(a real[], b real[]) RETURNS float8
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT CASE WHEN cardinality(a) <> cardinality(b) THEN pgml._dimension_mismatch(a, b)
-       ELSE (SELECT sum(x::float8 * y) / nullif(sqrt(sum(x::float8 * x) * sum(y::float8 * y)), 0)
-             FROM unnest(a, b) AS t(x, y)) END
-$$;
-
--- pgvector's <=>: 1 - cosine similarity (written out: a nested SQL function call would
--- double the cost per row).
-CREATE OR REPLACE FUNCTION pgml.cosine_distance(a real[], b real[]) RETURNS float8
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT CASE WHEN cardinality(a) <> cardinality(b) THEN pgml._dimension_mismatch(a, b)
-       ELSE (SELECT 1 - sum(x::float8 * y) / nullif(sqrt(sum(x::float8 * x) * sum(y::float8 * y)), 0)
-             FROM unnest(a, b) AS t(x, y)) END
 $$;
 
 -- No SET clause: a procedure that commits cannot have one. It sets search_path locally in

@@ -1,6 +1,6 @@
 -- Who may do what. plpython3u is untrusted: these functions run as the server's OS user, so
 -- nothing is executable by PUBLIC, and a DBA grants one of two roles:
---   pgml_user:  run models (transform, transform_stream, embed, rank, chunk, similarity) and manage
+--   pgml_user:  run models (transform, transform_stream, embed, rank, chunk, similarity, nearest) and manage
 --               its own backend's models (loaded_models, preload, unload, clear_cache);
 --   pgml_admin: also tune, deploy, load_dataset, embed_table, validate, change the limit settings and
 --               delete projects and models.
@@ -97,7 +97,8 @@ BEGIN
   FOR routine, grantee IN
     SELECT p.oid::regprocedure, CASE WHEN p.proname = ANY (ARRAY[
              'transform', '_transform', 'transform_stream', '_transform_stream', 'embed', '_embed', 'rank',
-             'chunk', 'cosine_similarity', 'cosine_distance', 'dot_product', '_dimension_mismatch',
+             'chunk', 'cosine_similarity', 'cosine_distance', 'dot_product', '_similarity', '_array_bytes',
+             'nearest',
              'loaded_models', 'preload', 'preload_embed', 'unload', 'clear_cache', 'clear_gpu_cache',
              'version', 'python_version', '_activate', '_venv', '_sql_version'])
            THEN 'pgml_user' ELSE 'pgml_admin' END

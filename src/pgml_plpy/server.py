@@ -309,6 +309,26 @@ def embed_table(plpy, relation, text_column, embedding_column, transformer, kwar
     _call(plpy, "embed_table", run)
 
 
+def nearest(plpy, relation, column_name, query, k, metric) -> list[tuple]:
+    """pgml.nearest: (tableoid, ctid, distance) of the k rows nearest to query."""
+    from .vectors import nearest as run_nearest
+
+    return _call(plpy, "nearest", run_nearest, plpy, relation, column_name, query, k, metric)
+
+
+def similarity(plpy, kind, a, b):
+    """pgml.cosine_distance, cosine_similarity, dot_product on two arrays' bytes.
+
+    Called once per row, so without _call's interrupt check (a query in itself): the scan that
+    calls it answers cancels."""
+    from .vectors import similarity as run_similarity
+
+    try:
+        return run_similarity(kind, a, b)
+    except PgmlError as err:
+        _report(plpy, err)
+
+
 def chunk(plpy, splitter, text, kwargs) -> list[tuple[int, str]]:
     """pgml.chunk: (chunk_index, chunk) rows, chunk_index from 1."""
     def run():

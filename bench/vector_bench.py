@@ -1,0 +1,196 @@
+"""Vector search over REAL[] in one run: pgml.nearest against ORDER BY <similarity> LIMIT k.
+
+A table of random REAL[dims] vectors (seeded, loaded by binary COPY), one backend, one core
+(no parallel workers), alternating rounds. Prints:
+  - the k nearest by `ORDER BY <main's SQL cosine_distance> LIMIT k` (the SQL function as it was
+    before pgml.nearest), by `ORDER BY pgml.cosine_distance(e, q) LIMIT k` (today's function) and
+    by pgml.nearest, with the ratios, after checking that all three give the same rows and
+    distances (1e-6);
+  - where pgml.nearest's time goes (its DEBUG line: reading the ranges of blocks through SQL
+    into float64, computing distances), next to a plain scan of the table;
+  - the per-row cost of each way of writing cosine_distance without C: main's SQL (SET
+    search_path), the same SQL schema-qualified without SET, PL/Python on real[] (a Python
+    float per element), PL/Python on the arrays' bytes with and without SET on the PL/Python
+    function (pgml.cosine_distance is the inlined SQL wrapper of the one with SET).
+
+    .venv/bin/python bench/vector_bench.py [--rows 20000] [--dims 384] [--k 10] [--rounds 3] [--dsn DSN]
+
+Brute force over more than --brute-force-rows rows (default 100000) is left out (main's SQL
+function needs minutes for a million rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from common import alternate, database
+
+# The alternatives measured, in a schema of their own. sql_set is main's pgml.cosine_distance.
+ALTERNATIVES = """
+DROP SCHEMA IF EXISTS bench_alt CASCADE;
+CREATE SCHEMA bench_alt;
+CREATE FUNCTION bench_alt._dimension_mismatch(a real[], b real[]) RETURNS float8
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  RAISE EXCEPTION 'pgml: vectors of different dimensions: % and %', cardinality(a), cardinality(b)
+    USING ERRCODE = '22000', HINT = 'Compare embeddings made by the same model.';
+END $$;
+CREATE FUNCTION bench_alt.sql_set(a real[], b real[]) RETURNS float8
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+SELECT CASE WHEN cardinality(a) <> cardinality(b) THEN bench_alt._dimension_mismatch(a, b)
+       ELSE (SELECT 1 - sum(x::float8 * y) / nullif(sqrt(sum(x::float8 * x) * sum(y::float8 * y)), 0)
+             FROM unnest(a, b) AS t(x, y)) END $$;
+CREATE FUNCTION bench_alt.sql_qualified(a real[], b real[]) RETURNS float8
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+SELECT CASE WHEN pg_catalog.cardinality(a) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(b)
+            THEN bench_alt._dimension_mismatch(a, b)
+       ELSE (SELECT 1::pg_catalog.float8 OPERATOR(pg_catalog.-)
+                    (pg_catalog.sum(x::pg_catalog.float8 OPERATOR(pg_catalog.*) y) OPERATOR(pg_catalog./)
+                     CASE WHEN pg_catalog.sum(x::pg_catalog.float8 OPERATOR(pg_catalog.*) x)
+                               OPERATOR(pg_catalog.*) pg_catalog.sum(y::pg_catalog.float8 OPERATOR(pg_catalog.*) y)
+                               OPERATOR(pg_catalog.=) 0 THEN NULL
+                          ELSE pg_catalog.sqrt(pg_catalog.sum(x::pg_catalog.float8 OPERATOR(pg_catalog.*) x)
+                               OPERATOR(pg_catalog.*) pg_catalog.sum(y::pg_catalog.float8 OPERATOR(pg_catalog.*) y))
+                     END)
+             FROM ROWS FROM (pg_catalog.unnest(a), pg_catalog.unnest(b)) AS t(x, y)) END $$;
+CREATE FUNCTION bench_alt.plpython_list(a real[], b real[]) RETURNS float8
+LANGUAGE plpython3u IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+if 'pgml_plpy' not in GD:
+    plpy.execute('SELECT pgml._activate()')
+import math
+import numpy as np
+x, y = np.array(a, dtype=np.float64), np.array(b, dtype=np.float64)
+norms = float(x @ x) * float(y @ y)
+return None if norms == 0 else 1.0 - float(x @ y) / math.sqrt(norms) $$;
+CREATE FUNCTION bench_alt._similarity_noset(kind text, a bytea, b bytea) RETURNS float8
+LANGUAGE plpython3u IMMUTABLE STRICT PARALLEL SAFE AS $$
+if 'pgml_plpy' not in GD:
+    plpy.execute('SELECT pgml._activate()')
+return GD['pgml_plpy'].similarity(plpy, kind, a, b) $$;
+CREATE FUNCTION bench_alt.bytes_noset(a real[], b real[]) RETURNS float8
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT bench_alt._similarity_noset('cosine_distance', pgml._array_bytes(a), pgml._array_bytes(b)) $$;
+"""
+PER_ROW = {  # label -> function
+    "SQL, SET search_path (main's)": "bench_alt.sql_set",
+    "SQL, schema-qualified, no SET": "bench_alt.sql_qualified",
+    "PL/Python on real[] (lists)": "bench_alt.plpython_list",
+    "PL/Python on bytes, no SET": "bench_alt.bytes_noset",
+    "PL/Python on bytes, SET (chosen)": "pgml.cosine_distance",
+}
+PER_ROW_ROWS = 20000
+
+
+def load(conn, rows: int, dims: int, rng) -> None:
+    """rows random vectors into bench_vectors (id bigint, e real[]) through COPY ... (FORMAT binary)."""
+    conn.execute("DROP TABLE IF EXISTS bench_vectors")
+    conn.execute("CREATE UNLOGGED TABLE bench_vectors (id bigint, e real[])")
+    row = np.dtype([("fields", ">i2"), ("id_size", ">i4"), ("id", ">i8"), ("e_size", ">i4"), ("ndim", ">i4"),
+                    ("has_null", ">i4"), ("element", ">u4"), ("dim", ">i4"), ("lbound", ">i4"),
+                    ("e", [("size", ">i4"), ("value", ">f4")], (dims,))])
+    with conn.cursor().copy("COPY bench_vectors (id, e) FROM STDIN WITH (FORMAT binary)") as copy:
+        copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
+        for first in range(0, rows, 20000):
+            n = min(20000, rows - first)
+            chunk = np.zeros(n, row)
+            chunk["fields"], chunk["id_size"], chunk["id"] = 2, 8, np.arange(first + 1, first + n + 1)
+            chunk["e_size"] = row.itemsize - row.fields["ndim"][1]
+            chunk["ndim"], chunk["element"], chunk["dim"], chunk["lbound"] = 1, 700, dims, 1
+            chunk["e"]["size"] = 4
+            chunk["e"]["value"] = rng.standard_normal((n, dims), dtype=np.float32)
+            copy.write(chunk.tobytes())
+        copy.write(b"\xff\xff")
+    conn.execute("VACUUM ANALYZE bench_vectors")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--dims", type=int, default=384)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--brute-force-rows", type=int, default=100000)
+    parser.add_argument("--dsn")
+    opts = parser.parse_args()
+
+    import psycopg
+
+    rng = np.random.default_rng(0)
+    query = rng.standard_normal(opts.dims, dtype=np.float32).tolist()
+    with database(opts.dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+        debug = []
+        conn.add_notice_handler(lambda d: debug.append(d.message_primary)
+                                if d.message_primary.startswith("pgml.nearest:") else None)
+        started = time.perf_counter()
+        load(conn, opts.rows, opts.dims, rng)
+        loaded = time.perf_counter() - started
+        conn.execute(ALTERNATIVES)
+        conn.execute("SET max_parallel_workers_per_gather = 0")  # one core
+        size = conn.execute("SELECT pg_size_pretty(pg_table_size('bench_vectors'))").fetchone()[0]
+
+        def order_by(function):
+            return lambda: conn.execute(
+                f"SELECT tableoid, ctid, {function}(e, %s::real[]) AS d FROM bench_vectors "
+                "WHERE e IS NOT NULL ORDER BY d, ctid LIMIT %s", (query, opts.k)).fetchall()
+
+        def nearest():
+            return conn.execute("SELECT * FROM pgml.nearest('bench_vectors', 'e', %s::real[], %s)",
+                                (query, opts.k)).fetchall()
+
+        runs = {"nearest": nearest}
+        if opts.rows <= opts.brute_force_rows:
+            runs = {"main_sql": order_by("bench_alt.sql_set"), "function": order_by("pgml.cosine_distance"), **runs}
+        answers = {name: run() for name, run in runs.items()}  # warm, and the answers to compare
+        for name, answer in answers.items():
+            reference = answers["nearest"]
+            assert [r[:2] for r in answer] == [r[:2] for r in reference], (name, answer, reference)
+            assert np.allclose([r[2] for r in answer], [r[2] for r in reference], rtol=0, atol=1e-6), name
+        times = alternate(opts.rounds, **runs)
+
+        conn.execute("SET client_min_messages = debug2")
+        debug.clear()
+        nearest()
+        conn.execute("RESET client_min_messages")
+        scan = min(_timed(conn, "SELECT count(e) FROM bench_vectors") for _ in range(3))
+
+        sample = f"(SELECT e FROM bench_vectors LIMIT {PER_ROW_ROWS}) s"
+        base = min(_timed(conn, f"SELECT count(e) FROM {sample}") for _ in range(3))
+        per_row = {}
+        for label, function in PER_ROW.items():
+            query_sql = f"SELECT sum({function}(e, %s::real[])) FROM {sample}"
+            _timed(conn, query_sql, (query,))  # warm
+            per_row[label] = min(_timed(conn, query_sql, (query,)) for _ in range(opts.rounds))
+        conn.execute("DROP SCHEMA bench_alt CASCADE")
+        conn.execute("DROP TABLE bench_vectors")
+
+    print(f"{opts.rows} rows of REAL[{opts.dims}] ({size}, loaded in {loaded:.1f} s), k = {opts.k}, one core, "
+          f"{opts.rounds} rounds (median)")
+    if "main_sql" in times:
+        print(f"  ORDER BY main's SQL cosine_distance LIMIT k: {times['main_sql']:8.3f} s")
+        print(f"  ORDER BY pgml.cosine_distance LIMIT k:       {times['function']:8.3f} s")
+    print(f"  pgml.nearest:                                {times['nearest']:8.3f} s")
+    if "main_sql" in times:
+        print(f"  nearest vs main's ORDER BY:     {times['main_sql'] / times['nearest']:7.1f}x faster")
+        print(f"  nearest vs today's ORDER BY:    {times['function'] / times['nearest']:7.1f}x faster")
+        print(f"  today's vs main's ORDER BY:     {times['main_sql'] / times['function']:7.1f}x faster")
+        print("  same rows and distances (1e-6) from all three: yes")
+    print(f"  {debug[-1] if debug else 'no DEBUG line from pgml.nearest'}")
+    print(f"  a plain scan of the table (SELECT count(e)): {scan:.3f} s")
+    print(f"cosine_distance per row over {PER_ROW_ROWS} rows (a plain scan of them: {base:.3f} s), "
+          "scan included:")
+    for label, seconds in per_row.items():
+        print(f"  {label:34s} {seconds * 1e6 / PER_ROW_ROWS:7.1f} us/row")
+    return 0
+
+
+def _timed(conn, query: str, params=None) -> float:
+    started = time.perf_counter()
+    conn.execute(query, params).fetchall()
+    return time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Vector search over REAL[] / float8[] columns without pgvector.
+
+Vectors reach Python as their arrays' own bytes: pgml._array_bytes is PostgreSQL's
+`byteasend` (which hands back its detoasted argument unchanged) declared for arrays, so a
+vector costs a copy rather than a Python float per element (PL/Python converts a real[]
+argument element by element) or a send call per element (array_send). Those bytes are an
+ArrayType after its length word: int32 ndim, int32 dataoffset (0 when there is no NULL
+bitmap), Oid element type, int32 dims[ndim], int32 lbounds[ndim], then the elements in the
+server's byte order, which is this process's.
+
+pgml.nearest reads a table in ranges of blocks (TID range scans through the relation as
+named, so privileges, row-level security and partitions behave as in the caller's own
+query): per range and table one array_agg of the vectors, a (rows, dims) matrix read by
+numpy in place, and one of the ctids. The similarity functions (pgml.cosine_distance, ...)
+compute one pair per call.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+
+import numpy as np
+
+from .errors import InvalidParameter, NullValue, PgmlError
+
+METRICS = ("cosine", "l2", "inner_product")
+FLOAT4_ARRAY, FLOAT8_ARRAY = 1021, 1022  # pg_type oids of real[] and double precision[]
+ELEMENTS = {700: np.dtype(np.float32), 701: np.dtype(np.float64)}
+_HEAD = struct.Struct("=iiI")  # ndim, dataoffset, element type
+ONE_DIM_DATA = 20  # where a one-dimensional array without NULLs keeps its elements (MAXALIGN(24) - 4)
+
+BATCH_BYTES = 2 << 20  # vector bytes one range query should bring back
+FIRST_BLOCKS = 1  # the first range; later ones are sized from what came back (a block of TOASTed
+# vectors can carry megabytes)
+SAME_DIMENSIONS = "Compare embeddings made by the same model."
+
+
+class DimensionMismatch(PgmlError):
+    sqlstate = "22000"  # data_exception, as the SQL similarity functions always raised it
+
+    def __init__(self, a: int, b: int, detail: str | None = None):
+        super().__init__(f"vectors of different dimensions: {a} and {b}", hint=SAME_DIMENSIONS, detail=detail)
+
+
+def _elements(raw: bytes, where: str | None = None) -> np.ndarray:
+    """The elements of one array's bytes (a view, in their own dtype)."""
+    ndim, dataoffset, element = _HEAD.unpack_from(raw)
+    if dataoffset:
+        raise NullValue("vectors must not contain NULL elements", detail=where,
+                        hint="Replace NULL elements, or set the whole vector to NULL to skip the row.")
+    if ndim > 1:
+        raise PgmlError(f"vectors must be one-dimensional arrays, not {ndim}-dimensional", sqlstate="22000",
+                        detail=where)
+    dtype = ELEMENTS[element]
+    count = struct.unpack_from("=i", raw, 12)[0] if ndim else 0
+    return np.frombuffer(raw, dtype, count, len(raw) - count * dtype.itemsize)
+
+
+class _Parsed:
+    """The last vector seen at one argument position: a query vector is parsed once per statement."""
+
+    __slots__ = ("raw", "vector", "norm2")
+
+    def __init__(self):
+        self.raw = None
+
+    def get(self, raw: bytes):
+        if raw != self.raw:
+            vector = _elements(raw).astype(np.float64)
+            self.raw, self.vector, self.norm2 = raw, vector, float(vector @ vector)
+        return self.vector, self.norm2
+
+
+_FIRST, _SECOND = _Parsed(), _Parsed()
+
+
+def similarity(kind: str, a: bytes, b: bytes) -> float | None:
+    """cosine_distance, cosine_similarity or dot_product of two arrays' bytes, in float8.
+
+    NULL (None) where the SQL functions always gave NULL: empty vectors, and a zero vector
+    in the cosine functions."""
+    x, xx = _FIRST.get(a)
+    y, yy = _SECOND.get(b)
+    if len(x) != len(y):
+        raise DimensionMismatch(len(x), len(y))
+    if not len(x):
+        return None
+    dot = float(x @ y)
+    if kind == "dot_product":
+        return dot
+    norms = xx * yy
+    if norms == 0:
+        return None
+    cosine = dot / math.sqrt(norms)
+    return 1.0 - cosine if kind == "cosine_distance" else cosine
+
+
+def _check_arguments(relation, column_name, query, k, metric) -> np.ndarray:
+    for name, value in (("relation", relation), ("column_name", column_name), ("query", query), ("k", k),
+                        ("metric", metric)):
+        if value is None:
+            raise NullValue(f"pgml.nearest: {name} must not be NULL")
+    if metric not in METRICS:
+        raise InvalidParameter(f"pgml.nearest: unknown metric {metric!r}", hint=f"Use one of {', '.join(METRICS)}.")
+    if k < 1:
+        raise InvalidParameter(f"pgml.nearest: k must be at least 1, not {k}")
+    if any(isinstance(e, list) for e in query):
+        raise PgmlError("pgml.nearest: the query must be a one-dimensional array", sqlstate="22000")
+    if any(e is None for e in query):
+        raise NullValue("pgml.nearest: the query must not contain NULL elements")
+    if not query:
+        raise InvalidParameter("pgml.nearest: the query vector is empty")
+    return np.array(query, dtype=np.float64)
+
+
+def _table(plpy, relation: str, column_name: str) -> dict:
+    """The relation's oid and qualified name, its column's type, and whether it has child tables."""
+    found = plpy.execute(plpy.prepare(
+        "SELECT c.oid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name, c.relkind, a.atttypid AS type, "
+        "       pg_catalog.format_type(a.atttypid, a.atttypmod) AS type_name, "
+        "       EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid) AS parent "
+        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 "
+        "     AND NOT a.attisdropped "
+        "WHERE c.oid = $1::pg_catalog.regclass", ["text", "name"]), [relation, column_name])[0]
+    if found["relkind"] not in ("r", "p"):
+        raise PgmlError(f"pgml.nearest: {found['name']} is not a table", sqlstate="42809")
+    if found["type"] is None:
+        raise PgmlError(f"pgml.nearest: column {column_name} of {found['name']} does not exist", sqlstate="42703")
+    if found["type"] not in (FLOAT4_ARRAY, FLOAT8_ARRAY):
+        raise PgmlError(f"pgml.nearest: column {column_name} of {found['name']} is {found['type_name']}, "
+                        "not real[] or double precision[]", sqlstate="42804",
+                        hint="pgvector's vector columns have their own operators and indexes (<=>, <->, <#>).")
+    return found
+
+
+class _Nearest:
+    """The k nearest rows seen so far, as arrays: NULL distance (a zero vector under cosine: after
+    everything), distance (NaN after every number, as PostgreSQL sorts it), ctid, tableoid."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.parts: list[tuple] = []
+        self.size = 0
+
+    def add(self, distance, null, ctid, tableoid: int) -> None:
+        if len(distance) > self.k:
+            # Only rows up to the k-th distance can be among the k, ties included (their ctids
+            # decide), and NULLs only when fewer than k are not NULL.
+            known = ~null
+            if np.count_nonzero(known) >= self.k:
+                kth = np.partition(distance[known], self.k - 1)[self.k - 1]
+                keep = known & (distance <= kth) if not np.isnan(kth) else known
+                distance, null, ctid = distance[keep], null[keep], ctid[keep]
+        self.parts.append((null, distance, ctid, np.full(len(ctid), tableoid, dtype=np.int64)))
+        self.size += len(ctid)
+        if self.size > 2 * self.k:
+            self._merge()
+
+    def _merge(self) -> None:
+        null, distance, ctid, tableoid = (np.concatenate(column) for column in zip(*self.parts))
+        order = np.lexsort((tableoid, ctid, distance, null))[:self.k]
+        self.parts = [(null[order], distance[order], ctid[order], tableoid[order])]
+        self.size = len(order)
+
+    def rows(self) -> list[tuple]:
+        if not self.parts:
+            return []
+        self._merge()
+        return [(int(t), _ctid(c), None if n else float(d)) for n, d, c, t in zip(*self.parts[0])]
+
+
+def _distances(vectors: np.ndarray, query: np.ndarray, query_norm2: float, metric: str):
+    """(distance, NULL mask) of each row of vectors (float64, modified) to query.
+
+    einsum computes each row's sum the same way wherever the row lies in the batch, so equal
+    vectors get equal distances and their ties are decided by ctid alone."""
+    if metric == "l2":
+        vectors -= query
+        return np.sqrt(np.einsum("ij,ij->i", vectors, vectors)), np.zeros(len(vectors), dtype=bool)
+    dot = np.einsum("ij,j->i", vectors, query)
+    if metric == "inner_product":
+        return -dot, np.zeros(len(vectors), dtype=bool)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors) * query_norm2)
+    null = norms == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - dot / norms, null
+
+
+_TID = np.dtype([("hi", "=u2"), ("lo", "=u2"), ("offset", "=u2")])  # ItemPointerData
+
+
+def _ctids(raw: bytes) -> np.ndarray:
+    """A tid[]'s bytes as int64 keys, block << 16 | offset (the order of tid's comparisons)."""
+    count = struct.unpack_from("=i", raw, 12)[0]
+    tids = np.frombuffer(raw, _TID, count, ONE_DIM_DATA)
+    return (tids["hi"].astype(np.int64) << 32) | (tids["lo"].astype(np.int64) << 16) | tids["offset"]
+
+
+def _ctid(key) -> str:
+    return f"({int(key) >> 16},{int(key) & 0xFFFF})"
+
+
+class _Range:
+    """One range of blocks: its vectors as one array_agg (a (rows, dims) matrix) and its ctids."""
+
+    def __init__(self, plpy, table: dict, column_name: str, dims: int):
+        self.plpy, self.name, self.dims = plpy, table["name"], dims
+        self.dtype = ELEMENTS[700 if table["type"] == FLOAT4_ARRAY else 701]
+        col = plpy.quote_ident(column_name)
+        rows = f"FROM {self.name} WHERE ctid >= $1 AND ctid < $2 AND {col} IS NOT NULL"
+        # Child tables (partitions, inheritance) come back one row each.
+        tableoid = "tableoid" if table["parent"] else f"{int(table['oid'])}::pg_catalog.oid"
+        self.select = plpy.prepare(
+            f"SELECT {tableoid} AS tableoid, pgml._array_bytes(pg_catalog.array_agg({col})) AS vectors, "
+            f"pgml._array_bytes(pg_catalog.array_agg(ctid)) AS ctids {rows}"
+            + (" GROUP BY tableoid" if table["parent"] else ""), ["tid", "tid"])
+        self.each = f"SELECT ctid, pgml._array_bytes({col}) AS vector {rows}"
+        self.work = np.empty((0, dims))
+
+    def read(self, first: int, last: int):
+        """(tableoid, ctid keys, float64 vectors, bytes read) of each table with rows in blocks [first, last)."""
+        bounds = [f"({first},0)", f"({last},0)"]
+        try:
+            results = self.plpy.execute(self.select, bounds)
+        except self.plpy.SPIError as exc:
+            if getattr(exc, "sqlstate", None) != "2202E":  # array_agg: arrays of different shapes
+                raise
+            self._bad_row(bounds)
+        for result in results:
+            if result["ctids"] is None:
+                continue
+            ctids, raw = _ctids(result["ctids"]), result["vectors"]
+            ndim, dataoffset, _ = _HEAD.unpack_from(raw)
+            if ndim != 2 or dataoffset or struct.unpack_from("=ii", raw, 12) != (len(ctids), self.dims):
+                self._bad_row(bounds)
+            count = len(ctids) * self.dims
+            if len(self.work) < len(ctids):
+                self.work = np.empty((len(ctids), self.dims))
+            vectors = self.work[:len(ctids)]
+            np.copyto(vectors, np.frombuffer(raw, self.dtype, count, len(raw) - count * self.dtype.itemsize)
+                      .reshape(len(ctids), self.dims))
+            yield result["tableoid"], ctids, vectors, len(raw)
+
+    def _bad_row(self, bounds):
+        """The error of the range's first vector that is not one-dimensional, has NULLs or the wrong size."""
+        for row in self.plpy.cursor(self.plpy.prepare(self.each, ["tid", "tid"]), bounds):
+            where = f"The row at ctid {row['ctid']} of {self.name}."
+            elements = _elements(row["vector"], where)
+            if len(elements) != self.dims:
+                raise DimensionMismatch(len(elements), self.dims, detail=where)
+        raise PgmlError(f"pgml.nearest: unreadable vectors in {self.name}")  # not reached: some row differed
+
+
+def nearest(plpy, relation, column_name, query, k, metric) -> list[tuple]:
+    """pgml.nearest: (tableoid, ctid, distance) of the k rows nearest to query, nearest first."""
+    started = time.perf_counter()
+    q = _check_arguments(relation, column_name, query, k, metric)
+    table = _table(plpy, relation, column_name)
+    ranges = _Range(plpy, table, column_name, len(q))
+    # Blocks of the largest table of the tree, read once the first range query holds its locks.
+    size = plpy.prepare(
+        "WITH RECURSIVE tree(relid) AS (SELECT $1::pg_catalog.oid UNION "
+        "  SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid) "
+        "SELECT pg_catalog.max(pg_catalog.pg_relation_size(relid)) "
+        "       / pg_catalog.current_setting('block_size')::pg_catalog.int8 AS blocks FROM tree", ["oid"])
+
+    best = _Nearest(k)
+    q_norm2 = float(np.einsum("ij,ij->i", q[None], q[None])[0])  # as each row's (a query row gets 0)
+    start, step, end = 0, FIRST_BLOCKS, FIRST_BLOCKS
+    seen = queries = 0
+    in_numpy = 0.0
+    while start < end:
+        got = 0
+        for tableoid, ctids, vectors, size_read in ranges.read(start, min(start + step, end)):
+            computing = time.perf_counter()
+            best.add(*_distances(vectors, q, q_norm2, metric), ctids, tableoid)
+            in_numpy += time.perf_counter() - computing
+            got += size_read
+            seen += len(ctids)
+        if queries == 0:
+            end = plpy.execute(size, [table["oid"]])[0]["blocks"]
+        queries += 1
+        start += step
+        # Size the next range to bring back about BATCH_BYTES (vectors stored out of line, in TOAST,
+        # make a block carry far more than its 8 kB), growing at most 4x at a time.
+        step = max(1, min(step * 4, step * BATCH_BYTES // got)) if got else step * 4
+    elapsed = time.perf_counter() - started
+    plpy.debug(f"pgml.nearest: {seen} vectors of {table['name']} in {queries} range queries, {elapsed:.3f} s: "
+               f"{elapsed - in_numpy:.3f} s reading (SQL, bytes, float64), {in_numpy:.3f} s computing distances")
+    return best.rows()
