@@ -1,11 +1,13 @@
-# PostgreSQL 15 (official image) with plpython3u and pgml_plpy installed in POSTGRES_DB at init.
+# PostgreSQL 15 (official image) with plpython3u, pgvector and pgml_plpy installed in POSTGRES_DB at init.
 # It runs the same scripts/setup.sh as CI, so CI proves the install steps.
 #   docker build -t pgml-plpy . && docker run -e POSTGRES_PASSWORD=pw -p 5432:5432 pgml-plpy
 FROM postgres:15-bookworm
 
+# pgvector comes from the PostgreSQL apt repository (apt.postgresql.org) the official image is set up with;
+# CREATE EXTENSION vector in a database that wants it.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      postgresql-plpython3-15 python3-venv \
+      postgresql-plpython3-15 postgresql-15-pgvector python3-venv \
  && rm -rf /var/lib/apt/lists/*
 
 COPY . /opt/pgml_plpy

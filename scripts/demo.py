@@ -3,8 +3,8 @@
 It loads a real text corpus (the summaries of the Python standard library's documented
 functions and classes, read from this Python's own docstrings) into a table with
 pgml.load_dataset, embeds every row with CALL pgml.embed_table (progress is printed
-while it runs), and answers natural-language questions with SQL that returns the
-nearest rows. Run it through scripts/demo.sh, which sets everything up.
+while it runs), and answers natural-language questions with pgml.nearest, printing the
+time of each question's embedding and of its search. Run it through scripts/demo.sh, which sets everything up.
 """
 
 from __future__ import annotations
@@ -76,14 +76,23 @@ def main(dsn: str) -> int:
         started = time.perf_counter()
         conn.execute("CALL pgml.embed_table(%s, 'doc', 'embedding', %s)", (table, MODEL))
         print(f"   ({time.perf_counter() - started:.1f} s)\n")
-        print("3. SELECT name, doc FROM ... ORDER BY pgml.cosine_distance(embedding, pgml.embed(model, question)) "
-              "LIMIT 3\n")
+        print("3. For each question: its embedding, then the 3 nearest rows (pgml.nearest: numpy over the table)\n"
+              "   SELECT pgml.embed(model, question) AS q;\n"
+              f"   SELECT d.name, d.doc, 1 - n.distance FROM pgml.nearest('{table}', 'embedding', q, 3) "
+              f"WITH ORDINALITY AS n\n   JOIN {table} d ON (d.tableoid, d.ctid) = (n.tableoid, n.ctid) "
+              "ORDER BY n.ordinality\n")
         for question in QUESTIONS:
             started = time.perf_counter()
+            query = conn.execute("SELECT pgml.embed(%s, %s)", (MODEL, question)).fetchone()[0]
+            embedded = time.perf_counter()
             hits = conn.execute(
-                f"""SELECT name, doc, 1 - pgml.cosine_distance(embedding, pgml.embed(%(m)s, %(q)s)) AS similarity
-                    FROM {table} ORDER BY similarity DESC LIMIT 3""", {"m": MODEL, "q": question}).fetchall()
-            print(f"   Q: {question}   ({(time.perf_counter() - started) * 1000:.0f} ms)")
+                f"""SELECT d.name, d.doc, 1 - n.distance AS similarity
+                    FROM pgml.nearest(%s, 'embedding', %s::real[], 3) WITH ORDINALITY AS n
+                    JOIN {table} d ON (d.tableoid, d.ctid) = (n.tableoid, n.ctid)
+                    ORDER BY n.ordinality""", (table, query)).fetchall()
+            searched = time.perf_counter()
+            print(f"   Q: {question}   (embedding {(embedded - started) * 1000:.0f} ms, "
+                  f"pgml.nearest {(searched - embedded) * 1000:.0f} ms)")
             for name, doc, similarity in hits:
                 print(f"      {similarity:.3f}  {name}: {doc[:90]}")
             print()

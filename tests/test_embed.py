@@ -158,9 +158,29 @@ def test_embed_table_needs_its_own_transactions(dsn):
         assert info.value.sqlstate == "2D000" and "CALL it on its own" in info.value.diag.message_hint
 
 
-def test_pgvector_casts_when_installed(conn):
+def test_pgvector_when_installed(conn):
+    """pgvector where the server has it (the Docker image installs it): pgml.embed's REAL[] casts to
+    vector, embed_table fills a vector column, and an HNSW index answers as an exact scan does."""
     if not one(conn, "SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'"):
         pytest.skip("pgvector is not installed on this server (it is not packaged for Debian 12 here)")
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     dims = one(conn, "SELECT vector_dims(pgml.embed(%s, 'hello')::vector)", (MINILM,))
     assert dims == 384
+    conn.execute("DROP TABLE IF EXISTS vector_docs")
+    conn.execute("CREATE TABLE vector_docs (id int PRIMARY KEY, body text, embedding vector(384))")
+    conn.execute("INSERT INTO vector_docs SELECT i, s FROM unnest(%s::text[]) WITH ORDINALITY AS u(s, i)",
+                 (SENTENCES,))
+    conn.execute("CALL pgml.embed_table('vector_docs', 'body', 'embedding')")
+    assert one(conn, "SELECT count(*) FROM vector_docs WHERE vector_dims(embedding) = 384") == len(SENTENCES)
+    assert one(conn, "SELECT max(abs((embedding <=> pgml.embed(%s, 'money')::vector) "
+                     "- pgml.cosine_distance(embedding::real[], pgml.embed(%s, 'money')))) FROM vector_docs",
+               (MINILM, MINILM)) < 1e-4  # pgvector sums in float4
+    query = "SELECT id FROM vector_docs ORDER BY embedding <=> pgml.embed(%s, 'money and the economy')::vector LIMIT 2"
+    exact = conn.execute(query, (MINILM,)).fetchall()
+    conn.execute("CREATE INDEX vector_docs_hnsw ON vector_docs USING hnsw (embedding vector_cosine_ops)")
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query, (MINILM,)).fetchall())
+        assert "Index Scan using vector_docs_hnsw" in plan, plan
+        assert conn.execute(query, (MINILM,)).fetchall() == exact and sorted(exact) == [(3,), (4,)]
+    conn.execute("DROP TABLE vector_docs")

@@ -145,16 +145,32 @@ def test_embed_and_rank(fuzzer, untouched, models):
     run()
 
 
-def test_chunk_and_similarity(fuzzer, untouched):
+@pytest.fixture(scope="module")
+def vector_table(conn, fuzzer):
+    """Vectors of 0 to 3 elements, some NULL or with NULL elements, for pgml.nearest."""
+    conn.execute("DROP TABLE IF EXISTS fuzz_vectors")
+    conn.execute("CREATE TABLE fuzz_vectors AS SELECT (ARRAY['{1,2,3}', '{-1,0,2.5}', '{0,0,0}', NULL, '{1,NULL,3}', "
+                 "'{1,2}', '{}', '{NaN,1,1}'])[1 + i % 8]::real[] AS e FROM generate_series(0, 40) i")
+    conn.execute(f"GRANT SELECT ON fuzz_vectors TO {ROLE}")
+    yield "fuzz_vectors"
+    conn.execute("DROP TABLE fuzz_vectors")
+
+
+def test_chunk_and_similarity(fuzzer, untouched, vector_table):
     vectors = st.lists(st.one_of(st.none(), st.floats(width=32)), max_size=6)
 
     @FUZZ
     @given(splitter=st.one_of(st.sampled_from(["recursive_character", "character", "markdown", "python",
                                                "latex", "nltk", "spacy"]), texts),
-           text=st.none() | texts, kwargs=args.map(json.dumps), a=vectors, b=vectors)
-    def run(splitter, text, kwargs, a, b):
+           text=st.none() | texts, kwargs=args.map(json.dumps), a=vectors, b=vectors,
+           relation=st.one_of(st.none(), st.sampled_from([vector_table, "pg_class", "pgml.settings"]), texts),
+           column=st.one_of(st.none(), st.sampled_from(["e", "relname", "value"]), texts),
+           k=st.one_of(st.none(), st.integers(-2, 50), st.just(2**31 - 1)),
+           metric=st.one_of(st.none(), st.sampled_from(["cosine", "l2", "inner_product"]), texts))
+    def run(splitter, text, kwargs, a, b, relation, column, k, metric):
         call(fuzzer, "SELECT * FROM pgml.chunk(%s, %s, %s::jsonb)", (splitter, text, kwargs))
         call(fuzzer, "SELECT pgml.cosine_similarity(%s::real[], %s::real[])", (a, b))
+        call(fuzzer, "SELECT * FROM pgml.nearest(%s, %s, %s::real[], %s, %s)", (relation, column, a, k, metric))
     run()
 
 
