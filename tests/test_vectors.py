@@ -34,7 +34,7 @@ def nearest(conn, table, query, k, metric, column="e"):
 def same(got, expected):
     assert [row[:2] for row in got] == [row[:2] for row in expected]
     for (*_, a), (*_, b) in zip(got, expected):
-        assert (a is None and b is None) or (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-6)
+        assert (a is None and b is None) or (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12, abs=1e-6)
 
 
 def vectors(rng, rows, query):
@@ -90,6 +90,26 @@ def test_same_rows_and_distances_as_brute_force(conn, data, metric, table):
             same(nearest(conn, table, query, k, metric), everything[:k])
     if table == "vecp":
         assert len({row[0] for row in nearest(conn, table, data["query"], 40, metric)}) > 1
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "inner_product"])
+def test_float32_bounds_keep_the_exact_answer(conn, metric):
+    """REAL[] rows are first bounded with float32 sums: rows closer together than those bounds
+    (all compared exactly), and magnitudes where float32 overflows or underflows."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal(DIMS).astype(np.float32)
+    rows = (base + 1e-3 * rng.standard_normal((2000, DIMS))).astype(np.float32).astype(float).tolist()
+    other = rng.standard_normal((4, DIMS)).astype(np.float32)  # other directions: no ties at rounding level
+    rows += [list(other[0] * 1e18), list(other[1] * 1e19), list(other[2] * 1e-30), [1e-45] * DIMS,
+             [3e38] + [0.0] * (DIMS - 1), list(-base), list(other[3])]
+    conn.execute("DROP TABLE IF EXISTS vec_edge")
+    conn.execute("CREATE TABLE vec_edge (e real[])")
+    fill(conn, "vec_edge", rows)
+    for query in (base.astype(float).tolist(), rows[3], (other[2] * 1e-30).astype(float).tolist()):
+        everything = brute_force(conn, "vec_edge", query, 3000, metric)
+        for k in (1, 5, 50, 3000):
+            same(nearest(conn, "vec_edge", query, k, metric), everything[:k])
+    conn.execute("DROP TABLE vec_edge")
 
 
 def test_cosine_is_pgml_cosine_distance(conn, data):
