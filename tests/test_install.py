@@ -24,13 +24,15 @@ def test_version_and_dependencies(conn):
 def test_every_function_pins_search_path(conn):
     """Functions pin it with SET; a procedure that commits cannot, and sets it in each transaction; the
     similarity functions' SQL bodies are inlined (a SET clause would prevent it) and name only pgml's
-    functions, and pgml._array_bytes is C code that looks nothing up."""
+    functions, pgml._array_bytes is C code that looks nothing up, and pgml._similarity, called once per
+    row, runs no SQL but the schema-qualified activation."""
     unpinned = conn.execute("""
         SELECT p.oid::regprocedure::text FROM pg_proc p
         WHERE p.pronamespace = 'pgml'::regnamespace
           AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false)""").fetchall()
     assert sorted(unpinned) == [  # pgml.tune resolves relation_name in the caller's search_path (see tune.sql)
         ("pgml._array_bytes(anyarray)",),
+        ("pgml._similarity(text,bytea,bytea)",),
         ("pgml.cosine_distance(real[],real[])",),
         ("pgml.cosine_similarity(real[],real[])",),
         ("pgml.dot_product(real[],real[])",),

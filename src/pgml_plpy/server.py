@@ -316,15 +316,19 @@ def nearest(plpy, relation, column_name, query, k, metric) -> list[tuple]:
     return _call(plpy, "nearest", run_nearest, plpy, relation, column_name, query, k, metric)
 
 
+_similarity = None
+
+
 def similarity(plpy, kind, a, b):
     """pgml.cosine_distance, cosine_similarity, dot_product on two arrays' bytes.
 
-    Called once per row, so without _call's interrupt check (a query in itself): the scan that
-    calls it answers cancels."""
-    from .vectors import similarity as run_similarity
-
+    Called once per row, so with neither _call's interrupt check (a query in itself: the scan
+    calling it answers cancels) nor an import statement per call (microseconds each)."""
+    global _similarity
+    if _similarity is None:
+        from .vectors import similarity as _similarity
     try:
-        return run_similarity(kind, a, b)
+        return _similarity(kind, a, b)
     except PgmlError as err:
         _report(plpy, err)
 
