@@ -8,6 +8,8 @@ import psycopg
 import pytest
 from pgtest import one, sql_error
 
+from pgml_plpy.vectors import _candidates, _distances
+
 DIMS = 16
 # The contract's distances written in plain SQL over unnest (e: the row's vector, q: the query), in float8.
 BRUTE = {
@@ -34,7 +36,8 @@ def nearest(conn, table, query, k, metric, column="e"):
 def same(got, expected):
     assert [row[:2] for row in got] == [row[:2] for row in expected]
     for (*_, a), (*_, b) in zip(got, expected):
-        assert (a is None and b is None) or (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12, abs=1e-6)
+        kind = [None if v is None else "NaN" if math.isnan(v) else "number" for v in (a, b)]
+        assert kind[0] == kind[1] and (kind[0] != "number" or a == pytest.approx(b, rel=1e-12, abs=1e-6)), (a, b)
 
 
 def vectors(rng, rows, query):
@@ -110,6 +113,31 @@ def test_float32_bounds_keep_the_exact_answer(conn, metric):
         for k in (1, 5, 50, 3000):
             same(nearest(conn, "vec_edge", query, k, metric), everything[:k])
     conn.execute("DROP TABLE vec_edge")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "inner_product"])
+def test_float32_bounds_never_drop_one_of_the_k(metric):
+    """_candidates, without a server: on generated matrices (clustered, spread over magnitudes,
+    with zero, NaN and infinite rows), every row of the exact k nearest is a candidate."""
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        rows, dims = int(rng.integers(1, 400)), int(rng.integers(1, 300))
+        center = rng.standard_normal(dims)
+        spread = 10.0 ** rng.uniform(-6, 1)
+        scale = 10.0 ** rng.uniform(-35, 18, size=(rows, 1)) if trial % 3 == 0 else 1.0
+        vectors = ((center + spread * rng.standard_normal((rows, dims))) * scale).astype(np.float32)
+        special = rng.integers(0, rows, size=3)
+        vectors[special[0]] = 0
+        vectors[special[1], 0] = np.nan if trial % 2 else np.inf
+        query = (center + spread * rng.standard_normal(dims)).astype(np.float32).astype(np.float64)
+        query_norm2 = float(np.einsum("ij,ij->i", query[None], query[None])[0])
+        distance, null = _distances(vectors.astype(np.float64), query, query_norm2, metric)
+        for k in (1, 5, 50):
+            order = np.lexsort((np.arange(rows), distance, null))[:k]
+            kth = distance[order[-1]] if not null[order[-1]] and not np.isnan(distance[order[-1]]) else np.inf
+            for farthest in (np.inf, kth):
+                kept = set(_candidates(vectors, query, query_norm2, metric, k, farthest).tolist())
+                assert set(order.tolist()) <= kept, (trial, k, farthest)
 
 
 def test_cosine_is_pgml_cosine_distance(conn, data):

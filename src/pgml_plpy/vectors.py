@@ -172,17 +172,17 @@ def _distances(vectors: np.ndarray, query: np.ndarray, query_norm2: float, metri
     """(distance, NULL mask) of each row of vectors (float64, modified) to query.
 
     einsum computes each row's sum the same way wherever the row lies in the batch, so equal
-    vectors get equal distances and their ties are decided by ctid alone."""
-    if metric == "l2":
-        vectors -= query
-        return np.sqrt(np.einsum("ij,ij->i", vectors, vectors)), np.zeros(len(vectors), dtype=bool)
-    dot = np.einsum("ij,j->i", vectors, query)
-    if metric == "inner_product":
-        return -dot, np.zeros(len(vectors), dtype=bool)
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors) * query_norm2)
-    null = norms == 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return 1.0 - dot / norms, null
+    vectors get equal distances and their ties are decided by ctid alone. NaN and infinities
+    come out as in PostgreSQL's float8 arithmetic (numpy's warnings about them are not wanted)."""
+    with np.errstate(all="ignore"):
+        if metric == "l2":
+            vectors -= query
+            return np.sqrt(np.einsum("ij,ij->i", vectors, vectors)), np.zeros(len(vectors), dtype=bool)
+        dot = np.einsum("ij,j->i", vectors, query)
+        if metric == "inner_product":
+            return -dot, np.zeros(len(vectors), dtype=bool)
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors) * query_norm2)
+        return 1.0 - dot / norms, norms == 0
 
 
 ROUNDOFF = 2.0 ** -24  # float32's unit roundoff
@@ -201,13 +201,14 @@ def _candidates(vectors: np.ndarray, query: np.ndarray, query_norm2: float, metr
     underflow matters), get their exact float64 distance."""
     dims = vectors.shape[1]
     g = 2 * dims * ROUNDOFF
-    if g > 0.01:  # tens of thousands of dimensions: the bounds would keep (nearly) everything
+    if g > 0.01 or query_norm2 < TINY:  # tens of thousands of dimensions, or a (nearly) zero query
         return np.arange(len(vectors))
     q32 = query.astype(np.float32)
-    dot = np.einsum("ij,j->i", vectors, q32).astype(np.float64)
-    norm2 = np.einsum("ij,ij->i", vectors, vectors).astype(np.float64)
-    unsure = ~(np.isfinite(dot) & np.isfinite(norm2) & (norm2 >= TINY)) | (query_norm2 < TINY)
-    norm2[unsure] = 1.0  # keeps the arithmetic below finite; those rows are candidates anyway
+    with np.errstate(over="ignore", invalid="ignore"):  # overflows make rows unsure, as NaNs do
+        dot = np.einsum("ij,j->i", vectors, q32).astype(np.float64)
+        norm2 = np.einsum("ij,ij->i", vectors, vectors).astype(np.float64)
+    unsure = ~(np.isfinite(dot) & np.isfinite(norm2) & (norm2 >= TINY))
+    dot[unsure], norm2[unsure] = 0.0, 1.0  # keeps the arithmetic below finite; those rows are candidates anyway
     norms = np.sqrt(norm2 / (1 - g) * query_norm2) * (1 + 1e-9)  # >= |x| |q|
     if metric == "cosine":
         approximate, margin = 1.0 - dot / np.sqrt(norm2 * query_norm2), 2 * g + 1e-12
