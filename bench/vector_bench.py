@@ -1,7 +1,9 @@
 """Vector search over REAL[] in one run: pgml.nearest against ORDER BY <similarity> LIMIT k.
 
 A table of random REAL[dims] vectors (seeded, loaded by binary COPY), one backend, one core
-(no parallel workers), alternating rounds. Prints:
+(no parallel workers), alternating rounds. Prints each figure as wall time and as the backend's
+CPU time (read from /proc when the server runs on this machine: on a busy machine it is the
+steadier of the two):
   - the k nearest by `ORDER BY <main's SQL cosine_distance> LIMIT k` (the SQL function as it was
     before pgml.nearest), by `ORDER BY pgml.cosine_distance(e, q) LIMIT k` (today's function) and
     by pgml.nearest, with the ratios, after checking that all three give the same rows and
@@ -22,11 +24,14 @@ function needs minutes for a million rows).
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import statistics
 import sys
 import time
 
 import numpy as np
-from common import alternate, database
+from common import database
 
 # The alternatives measured, in a schema of their own. sql_set is main's pgml.cosine_distance.
 ALTERNATIVES = """
@@ -106,6 +111,38 @@ def load(conn, rows: int, dims: int, rng) -> None:
     conn.execute("VACUUM ANALYZE bench_vectors")
 
 
+class Clock:
+    """Wall time and, where this machine can read /proc/<pid>/stat, the backend's CPU time: on a busy
+    machine the CPU time shows what a statement costs when others leave it waiting."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.stat = f"/proc/{conn.execute('SELECT pg_backend_pid()').fetchone()[0]}/stat"
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu(self) -> float:
+        try:
+            with open(self.stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # a server elsewhere (--dsn)
+            return math.nan
+        return (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+
+    def time(self, run) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), self.cpu()
+        run()
+        return time.perf_counter() - wall, self.cpu() - cpu
+
+    def rounds(self, rounds: int, runs: dict) -> dict[str, tuple[float, float]]:
+        """Median (wall, CPU) of each run, the runs alternating round by round so that drift hits all."""
+        seen = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, run in runs.items():
+                seen[name].append(self.time(run))
+        return {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+                for name, t in seen.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=20000)
@@ -130,6 +167,7 @@ def main() -> int:
         conn.execute(ALTERNATIVES)
         conn.execute("SET max_parallel_workers_per_gather = 0")  # one core
         size = conn.execute("SELECT pg_size_pretty(pg_table_size('bench_vectors'))").fetchone()[0]
+        clock = Clock(conn)
 
         def order_by(function):
             return lambda: conn.execute(
@@ -148,48 +186,48 @@ def main() -> int:
             reference = answers["nearest"]
             assert [r[:2] for r in answer] == [r[:2] for r in reference], (name, answer, reference)
             assert np.allclose([r[2] for r in answer], [r[2] for r in reference], rtol=0, atol=1e-6), name
-        times = alternate(opts.rounds, **runs)
+        times = clock.rounds(opts.rounds, runs)
 
         conn.execute("SET client_min_messages = debug2")
         debug.clear()
         nearest()
         conn.execute("RESET client_min_messages")
-        scan = min(_timed(conn, "SELECT count(e) FROM bench_vectors") for _ in range(3))
+        scan = clock.rounds(3, {"scan": lambda: conn.execute("SELECT count(e) FROM bench_vectors").fetchall()})
 
-        sample = f"(SELECT e FROM bench_vectors LIMIT {PER_ROW_ROWS}) s"
-        base = min(_timed(conn, f"SELECT count(e) FROM {sample}") for _ in range(3))
-        per_row = {}
+        sampled = min(opts.rows, PER_ROW_ROWS)
+        sample = f"(SELECT e FROM bench_vectors LIMIT {sampled}) s"
+        per_row = clock.rounds(3, {"scan": lambda: conn.execute(f"SELECT count(e) FROM {sample}").fetchall()})
         for label, function in PER_ROW.items():
             query_sql = f"SELECT sum({function}(e, %s::real[])) FROM {sample}"
-            _timed(conn, query_sql, (query,))  # warm
-            per_row[label] = min(_timed(conn, query_sql, (query,)) for _ in range(opts.rounds))
+            conn.execute(query_sql, (query,))  # warm
+            per_row.update(clock.rounds(opts.rounds, {label: lambda: conn.execute(query_sql, (query,)).fetchall()}))
         conn.execute("DROP SCHEMA bench_alt CASCADE")
         conn.execute("DROP TABLE bench_vectors")
 
+    def line(label, seconds, unit="s", scale=1.0):
+        wall, cpu = seconds
+        print(f"  {label:44s} {wall * scale:9.3f} {unit} {cpu * scale:9.3f} {unit}")
+
     print(f"{opts.rows} rows of REAL[{opts.dims}] ({size}, loaded in {loaded:.1f} s), k = {opts.k}, one core, "
-          f"{opts.rounds} rounds (median)")
+          f"median of {opts.rounds} rounds: wall time, the backend's CPU time")
     if "main_sql" in times:
-        print(f"  ORDER BY main's SQL cosine_distance LIMIT k: {times['main_sql']:8.3f} s")
-        print(f"  ORDER BY pgml.cosine_distance LIMIT k:       {times['function']:8.3f} s")
-    print(f"  pgml.nearest:                                {times['nearest']:8.3f} s")
+        line("ORDER BY main's SQL cosine_distance LIMIT k", times["main_sql"])
+        line("ORDER BY pgml.cosine_distance LIMIT k", times["function"])
+    line("pgml.nearest", times["nearest"])
     if "main_sql" in times:
-        print(f"  nearest vs main's ORDER BY:     {times['main_sql'] / times['nearest']:7.1f}x faster")
-        print(f"  nearest vs today's ORDER BY:    {times['function'] / times['nearest']:7.1f}x faster")
-        print(f"  today's vs main's ORDER BY:     {times['main_sql'] / times['function']:7.1f}x faster")
+        for label, slow, fast in (("nearest vs main's ORDER BY", "main_sql", "nearest"),
+                                  ("nearest vs today's ORDER BY", "function", "nearest"),
+                                  ("today's vs main's ORDER BY", "main_sql", "function")):
+            print(f"  {label:44s} {times[slow][0] / times[fast][0]:8.1f}x  "
+                  f"{times[slow][1] / times[fast][1]:8.1f}x  faster")
         print("  same rows and distances (1e-6) from all three: yes")
-    print(f"  {debug[-1] if debug else 'no DEBUG line from pgml.nearest'}")
-    print(f"  a plain scan of the table (SELECT count(e)): {scan:.3f} s")
-    print(f"cosine_distance per row over {PER_ROW_ROWS} rows (a plain scan of them: {base:.3f} s), "
-          "scan included:")
+    print(f"  {debug[-1]}")
+    line("a plain scan of the table (SELECT count(e))", scan["scan"])
+    print(f"cosine_distance per row over {sampled} rows, the scan included: wall, CPU")
+    line("a plain scan of them", per_row.pop("scan"), "us", 1e6 / sampled)
     for label, seconds in per_row.items():
-        print(f"  {label:34s} {seconds * 1e6 / PER_ROW_ROWS:7.1f} us/row")
+        line(label, seconds, "us", 1e6 / sampled)
     return 0
-
-
-def _timed(conn, query: str, params=None) -> float:
-    started = time.perf_counter()
-    conn.execute(query, params).fetchall()
-    return time.perf_counter() - started
 
 
 if __name__ == "__main__":
