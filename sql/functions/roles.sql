@@ -1,7 +1,8 @@
 -- Who may do what. plpython3u is untrusted: these functions run as the server's OS user, so
 -- nothing is executable by PUBLIC, and a DBA grants one of two roles:
---   pgml_user:  run models (transform, transform_stream, embed, rank, chunk, similarity, nearest) and manage
---               its own backend's models (loaded_models, preload, unload, clear_cache);
+--   pgml_user:  run models (transform, transform_stream, embed, rank, chunk), vector search (the
+--               similarity functions, nearest) and manage its own backend's models (loaded_models,
+--               preload, unload, clear_cache);
 --   pgml_admin: also tune, deploy, load_dataset, embed_table, validate, change the limit settings and
 --               delete projects and models.
 -- Members of pgml_admin cannot run code as the server: the trust settings are the superuser's (the
