@@ -166,11 +166,13 @@ def test_chunk_and_similarity(fuzzer, untouched, vector_table):
            relation=st.one_of(st.none(), st.sampled_from([vector_table, "pg_class", "pgml.settings"]), texts),
            column=st.one_of(st.none(), st.sampled_from(["e", "relname", "value"]), texts),
            k=st.one_of(st.none(), st.integers(-2, 50), st.just(2**31 - 1)),
-           metric=st.one_of(st.none(), st.sampled_from(["cosine", "l2", "inner_product"]), texts))
-    def run(splitter, text, kwargs, a, b, relation, column, k, metric):
+           metric=st.one_of(st.none(), st.sampled_from(["cosine", "l2", "inner_product"]), texts),
+           raw=st.binary(max_size=48))
+    def run(splitter, text, kwargs, a, b, relation, column, k, metric, raw):
         call(fuzzer, "SELECT * FROM pgml.chunk(%s, %s, %s::jsonb)", (splitter, text, kwargs))
         call(fuzzer, "SELECT pgml.cosine_similarity(%s::real[], %s::real[])", (a, b))
         call(fuzzer, "SELECT * FROM pgml.nearest(%s, %s, %s::real[], %s, %s)", (relation, column, a, k, metric))
+        call(fuzzer, "SELECT pgml._similarity('cosine_distance', %s, pgml._array_bytes(%s::real[]))", (raw, b))
     run()
 
 

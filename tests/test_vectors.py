@@ -286,7 +286,13 @@ def test_similarity_functions(conn):
     assert one(conn, "SELECT pgml.dot_product('{}', '{}')") is None
     for query, sqlstate, fragment in (("SELECT pgml.cosine_similarity('{1,2}', '{1,2,3}')", "22000", "2 and 3"),
                                       ("SELECT pgml.dot_product('{1,NULL}', '{1,2}')", "22004", "NULL elements"),
-                                      ("SELECT pgml.cosine_distance('{{1,2}}', '{1,2}')", "22000", "one-dim")):
+                                      ("SELECT pgml.cosine_distance('{{1,2}}', '{1,2}')", "22000", "one-dim"),
+                                      ("SELECT pgml._similarity('dot_product', pgml._array_bytes('{1,2}'::int[]), "
+                                       "pgml._array_bytes('{1,2}'::real[]))", "22023", "real[] or double"),
+                                      ("SELECT pgml._similarity('dot_product', '\\x0102', '\\x0102')", "38000",
+                                       "similarity"),
+                                      ("SELECT pgml._similarity('manhattan', pgml._array_bytes('{1,2}'::real[]), "
+                                       "pgml._array_bytes('{1,2}'::real[]))", "22023", "manhattan")):
         err = sql_error(conn, query)
         assert err.sqlstate == sqlstate and fragment in err.diag.message_primary, err.diag.message_primary
 

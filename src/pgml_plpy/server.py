@@ -329,8 +329,8 @@ def similarity(plpy, kind, a, b):
         from .vectors import similarity as _similarity
     try:
         return _similarity(kind, a, b)
-    except PgmlError as err:
-        _report(plpy, err)
+    except Exception as exc:  # noqa: BLE001 - bytes that are no array (pgml._similarity called directly) too
+        _report(plpy, to_pgml_error(exc, "similarity"))
 
 
 def chunk(plpy, splitter, text, kwargs) -> list[tuple[int, str]]:

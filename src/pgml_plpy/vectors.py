@@ -27,6 +27,7 @@ import numpy as np
 from .errors import InvalidParameter, NullValue, PgmlError
 
 METRICS = ("cosine", "l2", "inner_product")
+KINDS = ("cosine_distance", "cosine_similarity", "dot_product")  # of pgml._similarity
 FLOAT4_ARRAY, FLOAT8_ARRAY = 1021, 1022  # pg_type oids of real[] and double precision[]
 ELEMENTS = {700: np.dtype(np.float32), 701: np.dtype(np.float64)}
 _HEAD = struct.Struct("=iiI")  # ndim, dataoffset, element type
@@ -55,7 +56,9 @@ def _elements(raw: bytes, where: str | None = None) -> np.ndarray:
     if ndim > 1:
         raise PgmlError(f"vectors must be one-dimensional arrays, not {ndim}-dimensional", sqlstate="22000",
                         detail=where)
-    dtype = ELEMENTS[element]
+    dtype = ELEMENTS.get(element)
+    if dtype is None:
+        raise InvalidParameter("vectors must be real[] or double precision[]", detail=where)
     count = struct.unpack_from("=i", raw, 12)[0] if ndim else 0
     return np.frombuffer(raw, dtype, count, len(raw) - count * dtype.itemsize)
 
@@ -83,6 +86,8 @@ def similarity(kind: str, a: bytes, b: bytes) -> float | None:
 
     NULL (None) where the SQL functions always gave NULL: empty vectors, and a zero vector
     in the cosine functions."""
+    if kind not in KINDS:
+        raise InvalidParameter(f"unknown similarity {kind!r}", hint=f"Use one of {', '.join(KINDS)}.")
     x, xx = _FIRST.get(a)
     y, yy = _SECOND.get(b)
     if len(x) != len(y):
