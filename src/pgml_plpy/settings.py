@@ -106,7 +106,7 @@ def _check(name: str, value):
         from .runtimes import routes
         from .tasks import TASKS
 
-        return routes.parse(value, frozenset(TASKS) | {"embedding", "rank"})
+        return routes.parse(value, frozenset(n for n, e in TASKS.items() if e.inference) | {"embedding", "rank"})
     kind = _TYPES[name]
     positive_int = isinstance(value, int) and not isinstance(value, bool) and value > 0
     ok = {

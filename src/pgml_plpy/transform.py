@@ -14,13 +14,12 @@ def request(task_arg, args_arg, inputs_arg, *, task_is_json: bool, inputs_are_js
             deployed: Callable[[str], Deployed | None] | None = None) -> TransformRequest:
     """The call checked (task, model, args, inputs, limits) before any model is involved."""
     spec = parse_task(task_arg, is_json=task_is_json)
-    name, info = tasks.lookup(spec.task)
+    name, entry = tasks.lookup(spec.task)
     args = parse_args(args_arg)
-    raw = parse_inputs(inputs_arg, is_json=inputs_are_json or info.cls.json_text(name))
+    raw = parse_inputs(inputs_arg, is_json=inputs_are_json or entry.inference.json_text(name))
     check_input_limits(raw, settings)
     check_generation_limits(args, settings)
-    canonical = next(key for key, value in tasks.TASKS.items() if value is info)
-    return TransformRequest(task=name, canonical=canonical, model=spec.model or info.default_model,
+    return TransformRequest(task=name, canonical=entry.name, model=spec.model or entry.default_model,
                             options=spec.options, args=args, inputs=raw, settings=settings, deployed=deployed)
 
 

@@ -29,13 +29,13 @@ def load_task(task: str, model: str, options: dict, settings: Settings, deployed
     deployed(name) says whether the model name is served from elsewhere (the tuning registry).
     """
     use_threads(settings)
-    name, info = tasks.lookup(task)
+    name, entry = tasks.lookup(task)
     found = deployed(model) if deployed is not None else None
     key_model = found.key if found is not None else model
 
     def load():
         source = Source(found.folder(), True, {}) if found is not None else resolve(model, options, settings)
-        return info.cls.load(name, options, source, settings)
+        return entry.inference.load(name, options, source, settings)
 
     return MODELS.get(json.dumps([name, key_model, options], sort_keys=True), load, kind="transform", task=name,
                       model=model)

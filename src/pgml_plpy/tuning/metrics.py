@@ -11,23 +11,17 @@ import math
 import re
 import string
 
-# task -> (the metric that decides deployment, greater is better)
-TARGETS = {
-    "text-classification": ("f1", True),
-    "text-pair-classification": ("f1", True),
-    "token-classification": ("f1", True),
-    "question-answering": ("f1", True),
-    "summarization": ("rougeL", True),
-    "translation": ("bleu", True),
-    "text2text": ("rougeL", True),
-    "text-generation": ("perplexity", False),
-    "conversation": ("perplexity", False),
-}
+from ..tasks import find
+
+
+def target(task: str) -> tuple[str, bool]:
+    """The metric that decides deployment for a task (any of its names), and whether greater is better."""
+    return find(task)[1].metric
 
 
 def better(task: str, new: dict | None, old: dict | None) -> bool:
     """Whether metrics new beat metrics old on the task's target metric (a missing old value loses)."""
-    name, greater = TARGETS[task]
+    name, greater = target(task)
     new_value = (new or {}).get(name)
     old_value = (old or {}).get(name)
     if not _number(old_value):

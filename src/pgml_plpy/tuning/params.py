@@ -12,17 +12,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidParameter
 from ..inputs import LOADER_OPTIONS, parse_args
-
-# Task names pgml.tune takes, and the aliases PostgresML and transformers users write.
-TASKS = ("text-classification", "text-pair-classification", "token-classification", "question-answering",
-         "summarization", "translation", "text2text", "text-generation", "conversation")
-TASK_ALIASES = {
-    "text2text-generation": "text2text",
-    "conversational": "conversation",
-    "chat": "conversation",
-    "sentiment-analysis": "text-classification",
-    "ner": "token-classification",
-}
+from ..tasks import TASKS, find
 
 EXTRAS = {
     "max_seq_length": "longest input in tokens (longer inputs are truncated)",
@@ -84,15 +74,14 @@ class Hyperparams:
 
 
 def canonical_task(task: str) -> str:
+    """The name pgml.tune records for a task it trains, from any name of the task."""
     if not isinstance(task, str) or not task.strip():
         raise InvalidParameter("task must be a non-empty string")
-    name = TASK_ALIASES.get(task.strip(), task.strip())
-    if name.startswith("translation_"):
-        name = "translation"
-    if name not in TASKS:
+    found = find(task.strip())
+    if found is None or found[1].tuning is None:
         raise InvalidParameter(f"pgml.tune cannot tune task {task!r}",
-                               hint="Tasks: " + ", ".join(TASKS) + ".")
-    return name
+                               hint="Tasks: " + ", ".join(e.recorded for e in TASKS.values() if e.tuning) + ".")
+    return found[1].recorded
 
 
 def _object(value, what: str) -> dict:

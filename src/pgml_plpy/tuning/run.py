@@ -234,7 +234,7 @@ def tune(plpy, call: Call, settings: Settings, *, commits: bool) -> dict:
         # --- deploy when it beats the deployed model (compared under the project's lock)
         registry.lock_project(plpy, project_id)
         current = registry.deployed_model(plpy, project_id)
-        target, _ = metrics.TARGETS[task_name]
+        target, _ = metrics.target(task_name)
         deploy = bool(call.automatic_deploy) and (current is None or metrics.better(task_name, result,
                                                                                      current["metrics"]))
         if deploy:

@@ -52,7 +52,6 @@ def kind_ok(kind: str, column: Column) -> bool:
 class TuneTask(ABC):
     """A task pgml.tune trains: subclasses say which columns, model class and metrics."""
 
-    name = ""
     auto_class = ""
     roles: dict[str, Role] = {}
     y_role = ""
@@ -60,8 +59,9 @@ class TuneTask(ABC):
     lora_by_default = False
     stratify = False                     # whether 'stratified' sampling applies (classification)
 
-    def __init__(self, task: str, hp: Hyperparams, y_column_name: str | None):
-        self.task = task
+    def __init__(self, task: str, hp: Hyperparams, y_column_name: str | None, run_name: str | None = None):
+        self.task = task                      # the name pgml.tune records
+        self.run_name = run_name or task      # pgml.transform's name of the task called (translation_en_to_fr)
         self.hp = hp
         self.y_column_name = y_column_name
         self.columns: dict[str, str] = {}

@@ -29,7 +29,6 @@ class CausalLM(TuneTask):
 
 
 class TextGeneration(CausalLM):
-    name = "text-generation"
     roles = {"text": Role("text_column", "text", "text")}
     y_role = "text"
 
@@ -46,7 +45,6 @@ class TextGeneration(CausalLM):
 
 
 class Conversation(CausalLM):
-    name = "conversation"
     roles = {"system": Role("system_column", "system", "text", required=False),
              "user": Role("user_column", "user", "text"),
              "assistant": Role("assistant_column", "assistant", "text")}

@@ -21,7 +21,6 @@ def _sort_key(value):
 
 
 class TextClassification(TuneTask):
-    name = "text-classification"
     auto_class = "AutoModelForSequenceClassification"
     roles = {"text": Role("text_column", "text", "text"), "label": Role("class_column", "class", "label")}
     y_role = "label"
@@ -76,7 +75,6 @@ class TextClassification(TuneTask):
 
 
 class TextPairClassification(TextClassification):
-    name = "text-pair-classification"
     roles = {"text1": Role("text1_column", "text1", "text"), "text2": Role("text2_column", "text2", "text"),
              "label": Role("class_column", "class", "label")}
 

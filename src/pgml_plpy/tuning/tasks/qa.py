@@ -40,7 +40,6 @@ def _answer(value, context: str) -> tuple[list[str], int | None]:
 
 
 class QuestionAnswering(TuneTask):
-    name = "question-answering"
     auto_class = "AutoModelForQuestionAnswering"
     roles = {"question": Role("question_column", "question", "text"),
              "context": Role("context_column", "context", "text"),

@@ -20,18 +20,16 @@ class Seq2Seq(TuneTask):
     y_role = "target"
     peft_task_type = "SEQ_2_SEQ_LM"
 
-    def __init__(self, task, hp, y_column_name, task_arg: str | None = None):
+    def __init__(self, task, hp, y_column_name, run_name=None):
         self.roles = {"source": Role("text_column", "text", "text"),
                       "target": Role("target_column", TARGETS[task], "text")}
-        super().__init__(task, hp, y_column_name)
-        self.task_arg = task_arg or task
+        super().__init__(task, hp, y_column_name, run_name)
         self.prefix = ""
 
     def load(self, source, settings):
         model, tokenizer = super().load(source, settings)
         params = getattr(model.config, "task_specific_params", None) or {}
-        key = {"text2text": "text2text-generation"}.get(self.task_arg, self.task_arg)
-        self.prefix = (params.get(key) or {}).get("prefix") or getattr(model.config, "prefix", None) or ""
+        self.prefix = (params.get(self.run_name) or {}).get("prefix") or getattr(model.config, "prefix", None) or ""
         given = self.hp.extras.get("prefix")
         if given is not None and given != self.prefix:
             if self.lora is not None:

@@ -11,7 +11,6 @@ from .classification import _sort_key, label_name
 
 
 class TokenClassification(TuneTask):
-    name = "token-classification"
     auto_class = "AutoModelForTokenClassification"
     roles = {"tokens": Role("text_column", "tokens", "tokens"), "tags": Role("class_column", "ner_tags", "tags")}
     y_role = "tags"
