@@ -1,8 +1,15 @@
-"""What every task shares: loading its model and tokenizer, and checking text inputs."""
+"""What every task shares: loading its model and tokenizer, checking text inputs, and the one shape of a run.
+
+Every task runs as a transformers Pipeline does: the call's args split by stage, then preprocess ->
+forward (under torch.inference_mode) -> postprocess. The tasks transformers 5 still has a pipeline for
+(PipelineTask) hand the args to it; the tasks it dropped (question-answering, the seq2seq tasks) are
+ModelTasks, which do the same here.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
 from ..errors import InvalidParameter
 from ..models import Source, load_pretrained
@@ -51,13 +58,83 @@ class Task(ABC):
         """The task's result for the prepared inputs and the call's args."""
 
 
+@dataclass
+class Stages:
+    """A call's args split by the stage that takes them, as a Pipeline's _sanitize_parameters does."""
+
+    preprocess: dict = field(default_factory=dict)
+    forward: dict = field(default_factory=dict)
+    postprocess: dict = field(default_factory=dict)
+    batch_size: int = 1   # inputs per preprocess call
+
+
+def split_args(task: str, args: dict, *, preprocess=(), postprocess=(), forward=None,
+               batched: bool = False) -> Stages:
+    """args by stage. forward None: every arg not named elsewhere goes to forward (generate()'s);
+    otherwise an arg no stage names is an error. batched: batch_size sets inputs per preprocess call."""
+    args = dict(args)
+    stages = Stages(take(args, preprocess), {}, take(args, postprocess))
+    if batched and "batch_size" in args:
+        stages.batch_size = positive_int("batch_size", args.pop("batch_size"))
+    if forward is None:
+        stages.forward = args
+    else:
+        stages.forward = take(args, forward)
+        if args:
+            known = sorted({*preprocess, *forward, *postprocess, *(("batch_size",) if batched else ())})
+            raise InvalidParameter(f"{task} does not take {', '.join(sorted(args))}",
+                                   hint="It takes " + ", ".join(known) + ".")
+    return stages
+
+
+class ModelTask(Task):
+    """A task run here rather than by a transformers pipeline, in a pipeline's shape."""
+
+    @abstractmethod
+    def stages(self, args: dict) -> Stages:
+        """The call's args checked and split by stage (split_args)."""
+
+    @abstractmethod
+    def preprocess(self, inputs: list, **kwargs):
+        """Model inputs for a batch of stages.batch_size inputs."""
+
+    @abstractmethod
+    def forward(self, model_inputs, **kwargs):
+        """The model's outputs (run under torch.inference_mode)."""
+
+    @abstractmethod
+    def postprocess(self, model_outputs, **kwargs) -> list:
+        """One result per input of the batch."""
+
+    def finish(self, results: list):
+        """The call's result from the results of every input (the list, by default)."""
+        return results
+
+    def run(self, items, args):
+        import torch
+
+        stages = self.stages(args)
+        results = []
+        for batch in batches(items, stages.batch_size):
+            model_inputs = self.preprocess(batch, **stages.preprocess)
+            with torch.inference_mode():
+                model_outputs = self.forward(model_inputs, **stages.forward)
+            results += self.postprocess(model_outputs, **stages.postprocess)
+        return self.finish(results)
+
+
 def take(args: dict, names) -> dict:
     """Remove and return the args named in names (those present)."""
     return {name: args.pop(name) for name in list(names) if name in args}
 
 
+def positive_int(name: str, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidParameter(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
 def batches(items: list, batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidParameter(f"batch_size must be a positive integer, not {batch_size!r}")
+    positive_int("batch_size", batch_size)
     for start in range(0, len(items), batch_size):
         yield items[start:start + batch_size]

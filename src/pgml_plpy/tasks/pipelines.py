@@ -13,6 +13,9 @@ from .base import Task, take
 
 
 class PipelineTask(Task):
+    """A task that transformers' own Pipeline runs: it splits the args by stage (_sanitize_parameters) and
+    runs preprocess -> _forward (under inference mode) -> postprocess, the shape ModelTask copies."""
+
     pipeline_task = ""
 
     def __init__(self, task, model, tokenizer, device):

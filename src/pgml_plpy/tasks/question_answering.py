@@ -13,17 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidParameter, NotSupported
-from .base import Task, batches
+from .base import ModelTask, Stages, batches, positive_int, split_args
 
-ARGS = {"top_k", "topk", "doc_stride", "max_answer_len", "max_seq_len", "max_question_len",
-        "handle_impossible_answer", "align_to_words", "padding", "batch_size"}
+PREPROCESS = ("max_seq_len", "doc_stride", "padding", "max_question_len")
+FORWARD = ("batch_size",)
+POSTPROCESS = ("top_k", "topk", "max_answer_len", "handle_impossible_answer", "align_to_words")
 
 
-def _positive_int(args, name, default):
+def _int(args, name, default):
     value = args.get(name, default)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise InvalidParameter(f"{name} must be a positive integer, not {value!r}")
-    return value
+    return value if value is None else positive_int(name, value)
 
 
 def decode_spans(start, end, top_k, max_answer_len, undesired):
@@ -53,7 +52,9 @@ def _softmax(logits):
     return exp / exp.sum()
 
 
-class QuestionAnsweringTask(Task):
+class QuestionAnsweringTask(ModelTask):
+    """Each input is its own batch: its windows go through the model batch_size at a time."""
+
     auto_class = "AutoModelForQuestionAnswering"
 
     @staticmethod
@@ -72,28 +73,29 @@ class QuestionAnsweringTask(Task):
             raise NotSupported(f"question-answering needs a fast tokenizer, {self.model.name_or_path} has none")
         return items
 
-    def run(self, items, args):
-        unknown = sorted(set(args) - ARGS)
-        if unknown:
-            raise InvalidParameter(f"question-answering does not take {', '.join(unknown)}",
-                                   hint="It takes " + ", ".join(sorted(ARGS)) + ".")
-        top_k = _positive_int(args, "top_k", _positive_int(args, "topk", 1))
-        max_answer_len = _positive_int(args, "max_answer_len", 15)
-        max_seq_len = _positive_int(args, "max_seq_len", min(self.tokenizer.model_max_length, 384))
-        doc_stride = _positive_int(args, "doc_stride", min(max_seq_len // 2, 128))
+    def stages(self, args) -> Stages:
+        stages = split_args("question-answering", args, preprocess=PREPROCESS, forward=FORWARD,
+                            postprocess=POSTPROCESS)
+        pre, post = stages.preprocess, stages.postprocess
+        max_seq_len = _int(pre, "max_seq_len", min(self.tokenizer.model_max_length, 384))
+        doc_stride = _int(pre, "doc_stride", min(max_seq_len // 2, 128))
         if doc_stride > max_seq_len:
             raise InvalidParameter(f"doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})")
-        handle_impossible = bool(args.get("handle_impossible_answer", False))
-        align_to_words = bool(args.get("align_to_words", True))
-        batch_size = _positive_int(args, "batch_size", 1)
-        padding = args.get("padding", "do_not_pad")
+        # max_question_len is taken, as 4.x took it: it only limited its slow-tokenizer path
+        stages.preprocess = {"max_seq_len": max_seq_len, "doc_stride": doc_stride,
+                             "padding": pre.get("padding", "do_not_pad")}
+        stages.forward = {"batch_size": _int(stages.forward, "batch_size", 1)}
+        stages.postprocess = {"top_k": _int(post, "top_k", _int(post, "topk", 1)),
+                              "max_answer_len": _int(post, "max_answer_len", 15),
+                              "handle_impossible": bool(post.get("handle_impossible_answer", False)),
+                              "align_to_words": bool(post.get("align_to_words", True))}
+        return stages
 
-        results = []
-        for item in items:
-            spans = self.encode(item, max_seq_len, doc_stride, padding)
-            logits = self.forward(spans, batch_size)
-            results.append(self.answers(item, spans, logits, top_k, handle_impossible, max_answer_len,
-                                        align_to_words))
+    def preprocess(self, inputs, max_seq_len, doc_stride, padding):
+        (item,) = inputs
+        return {"item": item, "spans": self.encode(item, max_seq_len, doc_stride, padding)}
+
+    def finish(self, results):
         return results[0] if len(results) == 1 else results
 
     def encode(self, item, max_seq_len, doc_stride, padding):
@@ -122,22 +124,20 @@ class QuestionAnsweringTask(Task):
             })
         return spans
 
-    def forward(self, spans, batch_size):
-        import torch
-
+    def forward(self, model_inputs, batch_size):
         logits = []
-        for chunk in batches(spans, batch_size):
+        for chunk in batches(model_inputs["spans"], batch_size):
             features = self.tokenizer.pad([s["inputs"] for s in chunk], return_tensors="pt")
-            features = {k: v.to(self.model.device) for k, v in features.items()}
-            with torch.inference_mode():
-                out = self.model(**features)
+            out = self.model(**{k: v.to(self.model.device) for k, v in features.items()})
             for row, span in enumerate(chunk):
                 n = len(span["inputs"]["input_ids"])
                 logits.append((out.start_logits[row, :n].float().cpu().numpy(),
                                out.end_logits[row, :n].float().cpu().numpy()))
-        return logits
+        return {**model_inputs, "logits": logits}
 
-    def answers(self, item, spans, logits, top_k, handle_impossible, max_answer_len, align_to_words):
+    def postprocess(self, model_outputs, top_k, handle_impossible, max_answer_len, align_to_words):
+        """The input's answers: one object for top_k 1, a list otherwise."""
+        item, spans, logits = model_outputs["item"], model_outputs["spans"], model_outputs["logits"]
         context = item["context"]
         question_first = self.tokenizer.padding_side == "right"
         min_null_score = 1000000.0
@@ -167,7 +167,7 @@ class QuestionAnsweringTask(Task):
         if handle_impossible:
             answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
         answers = sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
-        return answers[0] if len(answers) == 1 else answers
+        return [answers[0] if len(answers) == 1 else answers]
 
     @staticmethod
     def char_span(encoding, s, e, sequence_index, align_to_words):

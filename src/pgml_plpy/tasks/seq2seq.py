@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from ..errors import InvalidParameter
-from .base import Task, batches, take
+from .base import ModelTask, Stages, split_args
 
 RETURN_NAMES = {"summarization": "summary", "translation": "translation", "text2text-generation": "generated"}
 TRANSLATION_TASK = re.compile(r"^translation_([A-Za-z_-]+?)_to_([A-Za-z_-]+)$")
@@ -24,7 +24,7 @@ def family(task: str) -> str:
     return "translation" if TRANSLATION_TASK.match(task) else task
 
 
-class Seq2SeqTask(Task):
+class Seq2SeqTask(ModelTask):
     auto_class = "AutoModelForSeq2SeqLM"
 
     def __init__(self, task, model, tokenizer, device):
@@ -44,30 +44,38 @@ class Seq2SeqTask(Task):
         if tokenizer.pad_token_id is not None and self.generate_defaults.get("pad_token_id") is None:
             self.generate_defaults["pad_token_id"] = tokenizer.pad_token_id
 
-    def run(self, items, args):
-        import torch
-
-        args = dict(args)
-        pre = take(args, ["truncation", "src_lang", "tgt_lang"])
-        post = take(args, ["return_tensors", "return_text", "clean_up_tokenization_spaces"])
-        batch_size = args.pop("batch_size", 1)
-        stop_sequence = args.pop("stop_sequence", None)
+    def stages(self, args) -> Stages:
+        """Tokenizer and decoding args by name; everything else is generate()'s, over the model's defaults."""
+        stages = split_args(self.task, args, preprocess=("truncation", "src_lang", "tgt_lang"),
+                            postprocess=("return_tensors", "return_text", "clean_up_tokenization_spaces"),
+                            batched=True)
+        generate = stages.forward
+        stop_sequence = generate.pop("stop_sequence", None)
         if stop_sequence is not None:
             ids = self.tokenizer.encode(stop_sequence, add_special_tokens=False)
             if not ids:
                 raise InvalidParameter("stop_sequence encodes to no token")
-            args["eos_token_id"] = ids[0]
-        generate_args = {**self.generate_defaults, **args}
-        if "max_length" in args and "max_new_tokens" not in args:
-            generate_args.pop("max_new_tokens", None)  # as generate() itself: an explicit max_length wins
-        results = []
-        for chunk in batches(items, batch_size):
-            encoded = self.encode(chunk, **pre)
-            with torch.inference_mode():
-                output_ids = self.model.generate(**encoded, **generate_args)
-            per_input = output_ids.shape[0] // len(chunk)
-            for i in range(len(chunk)):
-                results.append([self.record(ids, **post) for ids in output_ids[i * per_input:(i + 1) * per_input]])
+            generate["eos_token_id"] = ids[0]
+        stages.forward = {**self.generate_defaults, **generate}
+        if "max_length" in generate and "max_new_tokens" not in generate:
+            stages.forward.pop("max_new_tokens", None)  # as generate() itself: an explicit max_length wins
+        return stages
+
+    def preprocess(self, inputs, **kwargs):
+        return {"encoded": self.encode(inputs, **kwargs), "n": len(inputs)}
+
+    def forward(self, model_inputs, **generate_args):
+        output_ids = self.model.generate(**model_inputs["encoded"], **generate_args)
+        return {"output_ids": output_ids, "n": model_inputs["n"]}
+
+    def postprocess(self, model_outputs, **kwargs):
+        """Per input, its generated sequences (num_return_sequences of them)."""
+        output_ids, n = model_outputs["output_ids"], model_outputs["n"]
+        per_input = output_ids.shape[0] // n
+        return [[self.record(ids, **kwargs) for ids in output_ids[i * per_input:(i + 1) * per_input]]
+                for i in range(n)]
+
+    def finish(self, results):
         if all(len(r) == 1 for r in results):
             return [r[0] for r in results]
         return results
