@@ -51,6 +51,14 @@ def test_kwargs_as_json_text_and_splitter_options():
     assert got == [(1, "a"), (2, "b"), (3, "c")]
 
 
+def test_overlap_may_equal_the_size_as_in_langchain():
+    import langchain_text_splitters
+
+    kwargs = {"chunk_size": 2, "chunk_overlap": 2}
+    expected = langchain_text_splitters.RecursiveCharacterTextSplitter(**kwargs).split_text(DOC)
+    assert [c for _, c in chunking.chunk("recursive_character", DOC, kwargs)] == expected
+
+
 def test_empty_text_gives_no_chunks_and_defaults_apply():
     assert chunking.chunk("recursive_character", "") == []
     assert chunking.chunk("markdown", "short text", None) == [(1, "short text")]
@@ -64,8 +72,8 @@ def test_empty_text_gives_no_chunks_and_defaults_apply():
     ("character", '{"chunk_size": true}', errors.InvalidParameter, "chunk_size must be an integer"),
     ("character", '{"chunk_size": 0}', errors.InvalidParameter, "chunk_size must be at least 1"),
     ("character", '{"chunk_overlap": -1}', errors.InvalidParameter, "chunk_overlap must be at least 0"),
-    ("character", '{"chunk_size": 100, "chunk_overlap": 100}', errors.InvalidParameter,
-     "chunk_overlap 100 must be smaller than chunk_size 100"),
+    ("character", '{"chunk_size": 100, "chunk_overlap": 101}', errors.InvalidParameter,
+     "chunk_overlap 101 must not be larger than chunk_size 100"),
     ("character", '{"chunk_size": 100}', errors.InvalidParameter, "chunk_overlap 200 (its default)"),
     ("markdown", '{"separators": ["x"]}', errors.InvalidParameter,
      "unknown kwarg for the markdown splitter: separators"),
@@ -150,7 +158,7 @@ def test_result_types_and_function_attributes(conn):
     ("SELECT * FROM pgml.chunk('character', 'x', %s)", (Jsonb({"chunk_size": "10"}),), "22023",
      "chunk_size must be an integer"),
     ("SELECT * FROM pgml.chunk('character', 'x', %s)", (Jsonb({"chunk_size": 10, "chunk_overlap": 20}),), "22023",
-     "must be smaller than chunk_size"),
+     "must not be larger than chunk_size"),
     ("SELECT * FROM pgml.chunk('character', 'x', %s)", (Jsonb({"size": 10}),), "22023", "unknown kwarg"),
 ])
 def test_sql_errors(conn, call, params, sqlstate, fragment):

@@ -99,9 +99,9 @@ def parse_kwargs(splitter: str, kwargs) -> dict:
     checked = {name: _check_value(name, value) for name, value in kwargs.items()}
     size = checked.get("chunk_size", 4000)
     overlap = checked.get("chunk_overlap", 200)
-    if overlap >= size:
+    if overlap > size:  # LangChain's own check (TextSplitter.__init__): an overlap equal to the size is fine
         default = "" if "chunk_overlap" in checked else " (its default)"
-        raise InvalidParameter(f"chunk_overlap {overlap}{default} must be smaller than chunk_size {size}",
+        raise InvalidParameter(f"chunk_overlap {overlap}{default} must not be larger than chunk_size {size}",
                                hint='Pass both, e.g. {"chunk_size": 500, "chunk_overlap": 50}; the defaults are '
                                     '4000 and 200 characters.')
     return checked

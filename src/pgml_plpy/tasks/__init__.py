@@ -47,7 +47,8 @@ class TaskEntry:
 
 
 TASKS = {entry.name: entry for entry in (
-    TaskEntry("fill-mask", inference=FillMaskTask, default_model="distilbert/distilroberta-base"),
+    # key-mask and text-to-text-generation: the names of PostgresML's LLM page ("Supported tasks")
+    TaskEntry("fill-mask", ("key-mask",), FillMaskTask, "distilbert/distilroberta-base"),
     TaskEntry("text-classification", ("sentiment-analysis",), TextClassificationTask,
               "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
               tuning="classification:TextClassification", metric=("f1", True)),
@@ -65,7 +66,7 @@ TASKS = {entry.name: entry for entry in (
               tuning="seq2seq:Seq2Seq", metric=("rougeL", True)),
     TaskEntry("translation", inference=Seq2SeqTask, default_model="google-t5/t5-base", tuning="seq2seq:Seq2Seq",
               metric=("bleu", True)),
-    TaskEntry("text2text-generation", ("text2text",), Seq2SeqTask, "google-t5/t5-base", tuning="seq2seq:Seq2Seq",
+    TaskEntry("text2text-generation", ("text2text", "text-to-text-generation"), Seq2SeqTask, "google-t5/t5-base", tuning="seq2seq:Seq2Seq",
               tune_name="text2text", metric=("rougeL", True)),
     TaskEntry("text-generation", inference=TextGenerationTask, default_model="openai-community/gpt2",
               tuning="causal:TextGeneration", metric=("perplexity", False)),
