@@ -8,7 +8,7 @@ import pytest
 
 import pgml_plpy
 from pgml_plpy import errors, settings
-from pgml_plpy.inputs import parse_args, parse_inputs, parse_task
+from pgml_plpy.inputs import TaskSpec, parse_args, parse_inputs, parse_task
 from pgml_plpy.tasks import lookup
 from pgml_plpy.tasks.pipelines import cut_at_stop, openai_args
 from pgml_plpy.tasks.question_answering import decode_spans
@@ -31,13 +31,16 @@ def test_task_text_and_json_forms():
     assert parse_task(' {"task": "fill-mask"}', is_json=False).task == "fill-mask"
     with pytest.raises(errors.InvalidParameter, match="empty"):
         parse_task(" ", is_json=False)
+    # a model alone: its config tells the task (as Hugging Face's pipeline(model=...) does)
+    assert parse_task('{"model": "roberta-large-mnli"}', is_json=True) == TaskSpec(None, "roberta-large-mnli", {})
 
 
 @pytest.mark.parametrize("task, error, fragment", [
     (None, errors.NullValue, "NULL"),
     ("{bad", errors.InvalidJson, "not valid JSON"),
     ('"text"', errors.InvalidParameter, "JSON object"),
-    ('{"model": "x"}', errors.InvalidParameter, '"task"'),
+    ('{"device": "cpu"}', errors.InvalidParameter, '"task" string or a "model"'),
+    ('{"task": 3, "model": "x"}', errors.InvalidParameter, '"task" in the task JSON'),
     ('{"task": "fill-mask", "model": 3}', errors.InvalidParameter, "model"),
     ('{"task": "fill-mask", "devise": "cpu"}', errors.InvalidParameter, "devise"),
 ])

@@ -16,8 +16,11 @@ def cases(models):
         "unknown task": ("SELECT pgml.transform('image-clustering', inputs => ARRAY['x'])", None,
                          "22023", "unknown task"),
         "NULL task": ("SELECT pgml.transform(NULL::text, inputs => ARRAY['x'])", None, "22004", "task"),
-        "task JSON without task": ("SELECT pgml.transform('{\"model\": \"x\"}'::jsonb, inputs => ARRAY['x'])",
-                                   None, "22023", '"task"'),
+        "task JSON without task or model": ("SELECT pgml.transform('{\"device\": \"cpu\"}'::jsonb, "
+                                            "inputs => ARRAY['x'])", None, "22023", '"task" string or a "model"'),
+        "model whose task cannot be told": ("SELECT pgml.transform('{\"model\": \"x\"}'::jsonb, "
+                                            "inputs => ARRAY['x'])", None, "22023", "the task of model x cannot be "
+                                                                                   "told"),
         "malformed task JSON as text": ("SELECT pgml.transform('{\"task\": ', inputs => ARRAY['x'])", None,
                                         "22P02", "not valid JSON"),
         "unknown loader option": ("SELECT pgml.transform(%s, inputs => ARRAY['x'])",

@@ -31,7 +31,7 @@ LOADER_OPTIONS = {
 
 @dataclass(frozen=True)
 class TaskSpec:
-    task: str
+    task: str | None    # None: told from the model's config
     model: str | None
     options: dict
 
@@ -65,11 +65,14 @@ def parse_task(task, *, is_json: bool) -> TaskSpec:
     spec = dict(spec)
     name = spec.pop("task", None)
     model = spec.pop("model", None)
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidParameter('task JSON needs a "task" string',
-                               hint='Example: {"task": "text-generation", "model": "openai-community/gpt2"}')
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise InvalidParameter('"model" in the task JSON must be a non-empty string')
+    if name is None and model is None:
+        raise InvalidParameter('task JSON needs a "task" string or a "model" (whose config tells the task)',
+                               hint='Example: {"task": "text-generation", "model": "openai-community/gpt2"}')
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise InvalidParameter('"task" in the task JSON must be a non-empty string',
+                               hint='Example: {"task": "text-generation", "model": "openai-community/gpt2"}')
     unknown = sorted(set(spec) - set(LOADER_OPTIONS))
     if unknown:
         raise InvalidParameter(f"unknown key{'s' if len(unknown) > 1 else ''} in task JSON: {', '.join(unknown)}",
@@ -78,7 +81,7 @@ def parse_task(task, *, is_json: bool) -> TaskSpec:
         spec.setdefault("token", spec.pop("use_auth_token"))
     if "dtype" in spec:
         spec.setdefault("torch_dtype", spec.pop("dtype"))
-    return TaskSpec(name.strip(), model.strip() if model else None, spec)
+    return TaskSpec(name.strip() if name else None, model.strip() if model else None, spec)
 
 
 def json_kind(value) -> str:

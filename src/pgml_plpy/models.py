@@ -78,6 +78,28 @@ def resolve(model: str, options: dict, settings: Settings) -> Source:
     return Source(model, False, kwargs)
 
 
+def read_config(source: Source) -> dict | None:
+    """The model's config.json as plain JSON (no code runs), None when it has none."""
+    import json
+
+    if source.is_local:
+        path = os.path.join(source.name, "config.json")
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        try:
+            path = hf_hub_download(source.name, "config.json", **source.hub_kwargs)
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def whitelisted(model: str, patterns: list[str]) -> bool:
     """Whether model matches one of patterns: an exact id or "org/*"."""
     return any(model == p or (p.endswith("/*") and model.startswith(p[:-1])) for p in patterns)

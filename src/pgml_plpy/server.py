@@ -211,15 +211,18 @@ def clear_gpu_cache(plpy, memory_usage) -> bool:
 def preload(plpy, task) -> list[tuple]:
     """Load a transform task's model (task: a name or JSON text) ahead of its first call; its row."""
     def run():
-        from . import tasks
         from .inputs import parse_task
         from .runtimes.backend import load_task
+        from .transform import task_of
 
         settings = _settings(plpy)
+
+        def deployed(model):
+            return _deployed(plpy, model, settings)
+
         spec = parse_task(task, is_json=False)
-        name, info = tasks.lookup(spec.task)
-        loaded = load_task(name, spec.model or info.default_model, spec.options, settings,
-                           lambda model: _deployed(plpy, model, settings))
+        name, _, model = task_of(spec, {}, settings, deployed)
+        loaded = load_task(name, model, spec.options, settings, deployed)
         return _rows([MODELS.entry_of(loaded)])
 
     return _call(plpy, "preload", run)

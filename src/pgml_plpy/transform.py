@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Callable
 
 from . import tasks
-from .inputs import check_generation_limits, check_input_limits, parse_args, parse_inputs, parse_task
+from .errors import InvalidParameter, ModelNotFound
+from .inputs import TaskSpec, check_generation_limits, check_input_limits, parse_args, parse_inputs, parse_task
+from .models import read_config, resolve
 from .runtimes import Deployed, TransformRequest, runtime_for
 from .settings import Settings
 
@@ -14,13 +16,34 @@ def request(task_arg, args_arg, inputs_arg, *, task_is_json: bool, inputs_are_js
             deployed: Callable[[str], Deployed | None] | None = None) -> TransformRequest:
     """The call checked (task, model, args, inputs, limits) before any model is involved."""
     spec = parse_task(task_arg, is_json=task_is_json)
-    name, entry = tasks.lookup(spec.task)
     args = parse_args(args_arg)
+    name, entry, model = task_of(spec, args, settings, deployed)
     raw = parse_inputs(inputs_arg, is_json=inputs_are_json or entry.inference.json_text(name))
     check_input_limits(raw, settings)
     check_generation_limits(args, settings)
-    return TransformRequest(task=name, canonical=entry.name, model=spec.model or entry.default_model,
-                            options=spec.options, args=args, inputs=raw, settings=settings, deployed=deployed)
+    return TransformRequest(task=name, canonical=entry.name, model=model, options=spec.options, args=args,
+                            inputs=raw, settings=settings, deployed=deployed)
+
+
+def task_of(spec: TaskSpec, args: dict, settings: Settings,
+            deployed: Callable[[str], Deployed | None] | None = None) -> tuple[str, tasks.TaskEntry, str]:
+    """(the task to run, its entry, the model): the task's default model applied, and the task of a spec
+    naming only a model told from its project (a tuned model's name) or from the model's config."""
+    if spec.task is not None:
+        name, entry = tasks.lookup(spec.task)
+        return name, entry, spec.model or entry.default_model
+    found = deployed(spec.model) if deployed is not None else None
+    if found is not None:
+        told = tasks.find(found.task)[1].serving
+    else:
+        try:
+            config = read_config(resolve(spec.model, spec.options, settings))
+        except ModelNotFound as exc:  # not on this server (a route may serve it): the call must name the task
+            raise InvalidParameter(f"the task of model {spec.model} cannot be told: {exc.message}",
+                                   hint=f'Name the task: {{"task": "text-classification", "model": "{spec.model}"}}.'
+                                   ) from None
+        told = tasks.infer(spec.model, config, args)
+    return (*tasks.lookup(told), spec.model)
 
 
 def transform(task_arg, args_arg, inputs_arg, *, task_is_json: bool, inputs_are_json: bool,

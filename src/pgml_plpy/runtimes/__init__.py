@@ -22,6 +22,7 @@ class Deployed:
 
     key: str                    # changes whenever another model is deployed under the name
     folder: Callable[[], str]   # its files as a local folder, fetched when it must be loaded
+    task: str                   # the project's task (pgml.tune's name): what serves it when the call names none
 
 
 @dataclass

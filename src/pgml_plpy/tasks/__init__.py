@@ -66,14 +66,66 @@ TASKS = {entry.name: entry for entry in (
               tuning="seq2seq:Seq2Seq", metric=("rougeL", True)),
     TaskEntry("translation", inference=Seq2SeqTask, default_model="google-t5/t5-base", tuning="seq2seq:Seq2Seq",
               metric=("bleu", True)),
-    TaskEntry("text2text-generation", ("text2text", "text-to-text-generation"), Seq2SeqTask, "google-t5/t5-base", tuning="seq2seq:Seq2Seq",
-              tune_name="text2text", metric=("rougeL", True)),
+    TaskEntry("text2text-generation", ("text2text", "text-to-text-generation"), Seq2SeqTask, "google-t5/t5-base",
+              tuning="seq2seq:Seq2Seq", tune_name="text2text", metric=("rougeL", True)),
     TaskEntry("text-generation", inference=TextGenerationTask, default_model="openai-community/gpt2",
               tuning="causal:TextGeneration", metric=("perplexity", False)),
     TaskEntry("conversational", ("conversation", "chat"), TextGenerationTask, "HuggingFaceTB/SmolLM2-135M-Instruct",
               tuning="causal:Conversation", tune_name="conversation", metric=("perplexity", False)),
 )}
 _NAMES = {name: entry for entry in TASKS.values() for name in (entry.name, *entry.aliases)}
+
+
+# A task JSON naming only a model: the task is told from the model's config, offline. transformers'
+# pipeline() asks the hub for the model's pipeline_tag; here the config's architectures are looked up in
+# the lists of the Auto classes that load them (modeling_auto's mappings), the most specific first (BART's
+# ForConditionalGeneration is a masked LM too).
+TOLD_BY_ARCHITECTURE = (
+    ("MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES", "question-answering"),
+    ("MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES", "token-classification"),
+    ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "text-classification"),
+    ("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES", "text2text-generation"),
+    ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "text-generation"),
+    ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "fill-mask"),
+)
+# model_type of the encoder-decoders made for translation only (the hub tags them translation)
+TRANSLATION_MODELS = {"marian", "fsmt", "m2m_100", "nllb-moe"}
+
+
+def infer(model: str, config: dict | None, args: dict) -> str:
+    """The task a model serves when the call names none, from its config.json: the head its architecture
+    has (a sequence classifier is text-classification, or zero-shot-classification when the call gives
+    candidate_labels and the model has an entailment label); for an encoder-decoder, the one task its
+    task_specific_params name, translation for translation models, text2text-generation otherwise."""
+    from transformers.models.auto import modeling_auto
+
+    hint = f'Name the task: {{"task": "text-classification", "model": "{model}"}}.'
+    architectures = set((config or {}).get("architectures") or [])
+    task = next((task for mapping, task in TOLD_BY_ARCHITECTURE
+                 if architectures & {n for v in getattr(modeling_auto, mapping).values()
+                                     for n in ((v,) if isinstance(v, str) else v)}), None)
+    if task is None:
+        what = "it has no config.json" if config is None else \
+            f"architectures {sorted(architectures)}" if architectures else "its config names no architectures"
+        raise InvalidParameter(f"the task of model {model} cannot be told from its config ({what})", hint=hint)
+    if task == "text-classification" and "candidate_labels" in args:
+        labels = [str(label).lower() for label in (config.get("id2label") or {}).values()]
+        if not any(label.startswith("entail") for label in labels):
+            raise InvalidParameter(f"model {model} has no entailment label, so it cannot do zero-shot-"
+                                   "classification (args.candidate_labels)",
+                                   hint="Use an NLI model (labels entailment / neutral / contradiction), or leave "
+                                        "candidate_labels out for its own labels.")
+        return "zero-shot-classification"
+    if task == "text2text-generation":
+        named = [name for name in (config.get("task_specific_params") or {}) if find(name) is not None]
+        if len(named) > 1:
+            raise InvalidParameter(f"model {model} is made for several tasks ({', '.join(named)}), so the task "
+                                   "cannot be told", hint=f'Name one: {{"task": "{named[0]}", "model": "{model}"}}.')
+        if named:
+            return named[0]
+        if config.get("model_type") in TRANSLATION_MODELS:
+            return "translation"
+    return task
 
 
 def find(name: str) -> tuple[str, TaskEntry] | None:

@@ -356,12 +356,13 @@ _lookup_plan = None
 
 
 def lookup(plpy, name: str):
-    """The deployment serving the project called name: (project, model_id, base_model, lora, hyperparams,
+    """The deployment serving the project called name: (project, task, model_id, base_model, lora, hyperparams,
     files_mac), None when no project has that name; an error when the project has nothing deployed."""
     global _lookup_plan
     if _lookup_plan is None:
         _lookup_plan = plpy.prepare(
-            "SELECT p.name, d.model_id, m.base_model, m.lora, m.hyperparams::text AS hyperparams, m.files_mac "
+            "SELECT p.name, p.task, d.model_id, m.base_model, m.lora, m.hyperparams::text AS hyperparams, "
+            "m.files_mac "
             "FROM pgml.projects p LEFT JOIN LATERAL (SELECT model_id FROM pgml.deployments "
             "WHERE project_id = p.id ORDER BY id DESC LIMIT 1) d ON true "
             "LEFT JOIN pgml.models m ON m.id = d.model_id WHERE p.name = $1", ["text"])
@@ -393,7 +394,7 @@ def deployed(plpy, name: str, settings: Settings):
             return str(adapter_folder(local, base_folder(row["base_model"], options, settings)))
         return str(local)
 
-    return Deployed(key=f"{row['name']}@{model_id}", folder=folder)
+    return Deployed(key=f"{row['name']}@{model_id}", folder=folder, task=row["task"])
 
 
 def sign_unsigned(plpy) -> int:
