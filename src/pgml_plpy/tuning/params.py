@@ -3,10 +3,15 @@
 PostgresML's shape: {"training_args": {...TrainingArguments...}, "dataset_args": {"text_column": ...},
 "lora_config": {...}, "max_seq_length": 512, "load_in_8bit": false, "token": "..."}. Loader options
 have the names pgml.transform's task JSON uses; the task extras are listed in EXTRAS.
+
+PostgresML's flat form (its examples, and its docs before 2.8) is taken too: TrainingArguments at the top
+level ({"learning_rate": 2e-5, "evaluation_strategy": "epoch"}, old names mapped to transformers 5's),
+and the tokenization keys its tune read (FLAT_TASK_KEYS). One setting given in both forms is an error.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 
@@ -25,6 +30,13 @@ EXTRAS = {
     "chat_template": "conversation: a Jinja chat template for a model without one (saved with the model)",
     "lora_config": "peft LoraConfig arguments (conversation: on by default; false: full fine-tuning)",
     "generation_args": "seq2seq: generate() arguments for the test metrics (num_beams, ...)",
+}
+# PostgresML's flat task keys -> (the EXTRAS key they are, the tasks that took them; None: every task)
+FLAT_TASK_KEYS = {
+    "max_length": ("max_seq_length", None),
+    "stride": ("doc_stride", ("question-answering",)),
+    "max_input_length": ("max_seq_length", ("summarization",)),
+    "max_summary_length": ("max_target_length", ("summarization",)),
 }
 # Kept by pgml.tune in pgml.models.hyperparams (as PostgresML did); accepted back on input.
 RECORDED = ("model_name", "project_name")
@@ -94,8 +106,20 @@ def _positive_int(value, what: str) -> int:
     return value
 
 
-def parse(hyperparams) -> Hyperparams:
-    """hyperparams (JSON text or a dict) checked and split into its parts."""
+@functools.cache
+def training_arg_names() -> frozenset[str]:
+    """TrainingArguments' keyword arguments, and the old names pgml.tune maps to theirs."""
+    import dataclasses
+
+    import transformers
+
+    fields = {f.name for f in dataclasses.fields(transformers.TrainingArguments) if f.init}
+    return frozenset(fields | set(RENAMED_TRAINING_ARGS))
+
+
+def parse(hyperparams, task: str | None = None) -> Hyperparams:
+    """hyperparams (JSON text or a dict) checked and split into its parts; task (pgml.tune's name of it)
+    decides which of PostgresML's flat task keys apply."""
     if isinstance(hyperparams, str):
         try:
             hyperparams = json.loads(hyperparams)
@@ -116,11 +140,14 @@ def parse(hyperparams) -> Hyperparams:
             out.loader[key] = raw.pop(key)
         elif key in EXTRAS:
             out.extras[key] = raw.pop(key)
+    _flat(raw, out, task)
     if raw:
         unknown = ", ".join(sorted(raw))
+        flat = [f"{k} ({', '.join(FLAT_TASK_KEYS[k][1])} only)" for k in sorted(raw) if k in FLAT_TASK_KEYS]
         raise InvalidParameter(f"unknown key{'s' if len(raw) > 1 else ''} in hyperparams: {unknown}",
                                hint="Known keys: training_args, dataset_args, " + ", ".join(EXTRAS) + ", "
-                                    + ", ".join(LOADER_OPTIONS) + ".")
+                                    + ", ".join(LOADER_OPTIONS) + ", and TrainingArguments' keyword arguments"
+                                    + (f"; {', '.join(flat)}" if flat else "") + ".")
     if "use_auth_token" in out.loader:
         out.loader.setdefault("token", out.loader.pop("use_auth_token"))
     if "dtype" in out.loader:
@@ -142,11 +169,34 @@ def parse(hyperparams) -> Hyperparams:
     return out
 
 
+def _flat(raw: dict, out: Hyperparams, task: str | None) -> None:
+    """PostgresML's flat keys moved from raw into their places in out."""
+    for key in list(raw):
+        name, tasks = FLAT_TASK_KEYS.get(key, (None, None))
+        if name is None or (tasks is not None and task not in tasks):
+            continue
+        if name in out.extras:
+            raise InvalidParameter(f"hyperparams gives {name} twice ({key} is PostgresML's name for it)",
+                                   hint=f"Give {name} once.")
+        out.extras[name] = raw.pop(key)
+    flat = {key: raw.pop(key) for key in list(raw) if key in training_arg_names()}
+    nested = {RENAMED_TRAINING_ARGS.get(k, k) for k in out.training_args}
+    both = sorted({RENAMED_TRAINING_ARGS.get(k, k) for k in flat} & nested)
+    if both:
+        raise InvalidParameter(f"hyperparams gives {', '.join(both)} both at the top level and in training_args",
+                               hint="Give each training argument once (training_args is the current form).")
+    out.training_args.update(flat)
+
+
 def training_args(h: Hyperparams) -> dict:
     """The user's TrainingArguments with renamed keys mapped and the ones pgml_plpy owns dropped."""
     args = {}
     for key, value in h.training_args.items():
-        key = RENAMED_TRAINING_ARGS.get(key, key)
+        new = RENAMED_TRAINING_ARGS.get(key, key)
+        if new != key and new in h.training_args:
+            raise InvalidParameter(f"training_args gives both {key} and {new}, its transformers 5 name",
+                                   hint=f"Give {new} only.")
+        key = new
         if key in IGNORED_TRAINING_ARGS:
             if key in SILENT and value in SILENT[key]:
                 continue

@@ -102,7 +102,7 @@ def tune(plpy, call: Call, settings: Settings, *, commits: bool) -> dict:
     if project is not None and task_name != project["task"]:
         raise InvalidParameter(f"project {call.project_name} is a {project['task']} project, not {task_name}",
                                hint="Tune it with its own task, or use another project name.")
-    hp = params.parse(call.hyperparams)
+    hp = params.parse(call.hyperparams, task_name)
     model_name = call.model_name or hp.model_name
     if model_name is None and project is not None:
         model_name = registry.last_base_model(plpy, project["id"])

@@ -100,9 +100,10 @@ class TuneTask(ABC):
         return self.columns
 
     def _infer(self, rel: Relation, role: str, spec: Role, named: dict) -> str | None:
-        """The only text column left for a text role whose default column is absent (PostgresML 2.7 read
-        every column but y as the input)."""
-        if spec.kind != "text" or sum(1 for s in self.roles.values() if s.kind == "text" and s.required) != 1:
+        """The only text column left for the one text input whose default column is absent (PostgresML 2.7
+        read every column but y as the input)."""
+        texts = [r for r, s in self.roles.items() if s.kind == "text" and s.required]
+        if ([r for r in texts if r != self.y_role] or texts) != [role]:
             return None
         taken = {c for c in named.values() if c} | {s.default for s in self.roles.values()}
         candidates = [c.name for c in rel.columns.values() if c.is_text and c.name not in taken]
