@@ -27,6 +27,7 @@ SELECT pgml.activate_venv(:'venv');
 \ir functions/vectors.sql
 \ir functions/lifecycle.sql
 \ir functions/tune.sql
+\ir functions/predict.sql
 
 \ir functions/roles.sql
 

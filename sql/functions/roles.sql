@@ -1,6 +1,6 @@
 -- Who may do what. plpython3u is untrusted: these functions run as the server's OS user, so
 -- nothing is executable by PUBLIC, and a DBA grants one of two roles:
---   pgml_user:  run models (transform, transform_stream, embed, rank, chunk), vector search (the
+--   pgml_user:  run models (transform, transform_stream, predict, embed, rank, chunk), vector search (the
 --               similarity functions, nearest) and manage its own backend's models (loaded_models,
 --               preload, unload, clear_cache);
 --   pgml_admin: also tune, deploy, load_dataset, embed_table, validate, change the limit settings and
@@ -100,6 +100,7 @@ BEGIN
              'transform', '_transform', 'transform_stream', '_transform_stream', 'embed', '_embed', 'rank',
              'chunk', 'cosine_similarity', 'cosine_distance', 'dot_product', '_similarity', '_array_bytes',
              'nearest',
+             'predict', 'predict_batch', '_predict',
              'loaded_models', 'preload', 'preload_embed', 'unload', 'clear_cache', 'clear_gpu_cache',
              'version', 'python_version', '_activate', '_venv', '_sql_version'])
            THEN 'pgml_user' ELSE 'pgml_admin' END

@@ -403,6 +403,18 @@ def sign_models(plpy) -> int:
     return _call(plpy, "signing tuned models", run)
 
 
+def predict(plpy, project, texts, pairs) -> list:
+    """pgml.predict / pgml.predict_batch: labels from a tuned (text-pair) classification project."""
+    def run():
+        from .transform import predict as run_predict
+
+        settings = _settings(plpy)
+        return run_predict(project, texts, pairs, settings=settings,
+                           deployed=lambda name: _deployed(plpy, name, settings))
+
+    return _call(plpy, "predict", run)
+
+
 def deploy(plpy, model_id):
     """pgml.deploy(model_id): deploy (or roll back to) one model."""
     def run():
