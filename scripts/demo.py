@@ -5,6 +5,7 @@ functions and classes, read from this Python's own docstrings) into a table with
 pgml.load_dataset, embeds every row with CALL pgml.embed_table (progress is printed
 while it runs), and answers natural-language questions with pgml.nearest, printing the
 time of each question's embedding and of its search. Run it through scripts/demo.sh, which sets everything up.
+It exits non-zero when a step fails or finds nothing, so CI can run it as a smoke test.
 """
 
 from __future__ import annotations
@@ -72,10 +73,15 @@ def main(dsn: str) -> int:
                      (str(os.cpu_count() or 1),))
         table, count = conn.execute("SELECT * FROM pgml.load_dataset(%s)", (path,)).fetchone()
         print(f"1. SELECT * FROM pgml.load_dataset('{path}')\n   -> {count} rows in {table}\n")
+        if count != len(rows):
+            return failed(f"{len(rows)} rows written, {count} loaded")
         print(f"2. CALL pgml.embed_table('{table}', 'doc', 'embedding', '{MODEL}')")
         started = time.perf_counter()
         conn.execute("CALL pgml.embed_table(%s, 'doc', 'embedding', %s)", (table, MODEL))
         print(f"   ({time.perf_counter() - started:.1f} s)\n")
+        embedded = conn.execute(f"SELECT count(embedding) FROM {table}").fetchone()[0]
+        if embedded != count:
+            return failed(f"{embedded} of {count} rows embedded")
         print("3. For each question: its embedding, then the 3 nearest rows (pgml.nearest: numpy over the table)\n"
               "   SELECT pgml.embed(model, question) AS q;\n"
               f"   SELECT d.name, d.doc, 1 - n.distance FROM pgml.nearest('{table}', 'embedding', q, 3) "
@@ -96,7 +102,14 @@ def main(dsn: str) -> int:
             for name, doc, similarity in hits:
                 print(f"      {similarity:.3f}  {name}: {doc[:90]}")
             print()
+            if len(hits) != 3 or any(similarity is None for _, _, similarity in hits):
+                return failed(f"no answer to {question!r}")
     return 0
+
+
+def failed(why: str) -> int:
+    print(f"demo: failed: {why}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # Sets up pgml_plpy on a fresh Debian/Ubuntu machine: PostgreSQL with PL/Python from apt, and
 # the venv (.venv) holding the package, built with the distribution's python3 (the Python
 # that PL/Python runs). Safe to re-run.
-#   bash scripts/setup.sh           # what the demo and a server need
+#   bash scripts/setup.sh           # what a server and the demo need
 #   bash scripts/setup.sh --tests   # plus the test tools and the transformers 4.x reference overlay
 # Environment: PG_MAJOR (default: the installed or the distribution's PostgreSQL),
 # PGML_VENV (default .venv), TORCH_SPEC (default the CPU wheel torch==2.13.0; a GPU user
@@ -37,14 +37,27 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $(/usr/bin/python3 --version)"
   /usr/bin/python3 -m venv "$VENV"
 fi
-pip() { "$VENV/bin/pip" --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
-pip install --upgrade pip
-"$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "${TORCH_SPEC:-torch==2.13.0}"
-extra=""
-[ $TESTS = 1 ] && extra="[test]"
-pip install -c constraints.txt -e ".$extra"
-"$VENV/bin/python" -c "import pgml_plpy, torch, transformers" \
-  || { echo "setup: the venv $VENV is incomplete" >&2; exit 1; }
+# pip's own failure stops the setup; only this machine's noise about missing index folders is dropped.
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+# A re-run installs nothing: the venv records what it was built from (the requirements and pins, the
+# package's version, the extras), and pip runs again only when that changed. The plain setup installs the
+# demo's client too; --tests adds the test tools (it includes the demo's).
+extras=demo
+[ $TESTS = 1 ] && extras=demo,test
+built_from=$(cat pyproject.toml constraints.txt src/pgml_plpy/__init__.py | sha256sum | cut -c1-64)
+stamp=$VENV/.pgml-setup
+recorded=$(cat "$stamp" 2>/dev/null || true)
+if [ "$recorded" = "$built_from demo,test" ] || [ "$recorded" = "$built_from $extras" ]; then
+  echo "setup: $VENV is up to date"
+else
+  rm -f "$stamp"
+  pip install --upgrade pip
+  "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "${TORCH_SPEC:-torch==2.13.0}"
+  pip install -c constraints.txt -e ".[$extras]"
+  "$VENV/bin/python" -c "import pgml_plpy, torch, transformers, psycopg" \
+    || { echo "setup: the venv $VENV is incomplete" >&2; exit 1; }
+  echo "$built_from $extras" > "$stamp"
+fi
 # The server's OS user cannot write __pycache__ here: compile the package once for every backend.
 "$VENV/bin/python" -m compileall -q src/pgml_plpy
 

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh --tests
-exec .venv/bin/python -m pytest "$@"
+exec "${PGML_VENV:-$PWD/.venv}/bin/python" -m pytest "$@"
