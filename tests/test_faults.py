@@ -4,6 +4,7 @@ committed data and the registry stay intact, and what is broken is said clearly.
 These run on a private cluster (they crash its backends)."""
 
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -15,20 +16,33 @@ from pgtest import one, sql_error, task
 from psycopg.types.json import Jsonb
 
 
-def connect(cluster, retry_for: float = 60):
-    """A connection, once the server accepts them again (after crash recovery)."""
-    deadline = time.monotonic() + retry_for
-    while True:
-        try:
-            return psycopg.connect(cluster.dsn, autocommit=True)
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+def connect(cluster):
+    return psycopg.connect(cluster.dsn, autocommit=True)
+
+
+def crash_and_restart(cluster, pid):
+    """kill -9 the backend pid, and return once the server has restarted after that crash.
+
+    The postmaster reacts to a killed backend by ending every other backend, then runs crash
+    recovery: a connection made before it has done so is ended with the others. So wait for the
+    server log to say, after the kill: this backend was killed, all processes ended, ready again."""
+    steps = [f"server process (PID {pid}) was terminated by signal 9",
+             "all server processes terminated; reinitializing",
+             "database system is ready to accept connections"]
+    after_the_kill = re.compile(".*".join(map(re.escape, steps)), re.S)
+    with open(cluster.log, encoding="utf-8", errors="replace") as log:
+        log.seek(0, os.SEEK_END)
+        os.kill(pid, signal.SIGKILL)
+        written = ""
+        deadline = time.monotonic() + 300
+        while not after_the_kill.search(written := written + log.read()):
+            assert time.monotonic() < deadline, f"the server did not restart; {cluster.log} says:\n{written}"
+            time.sleep(0.1)
 
 
 def kill_while(cluster, statement, params, ready):
-    """Run statement in a new backend, kill -9 it once ready(admin connection) is true; its error."""
+    """Run statement in a new backend, kill -9 it once ready(admin connection) is true and wait for the
+    server to restart; the statement's error."""
     victim = connect(cluster)
     pid = one(victim, "SELECT pg_backend_pid()")
     failure = []
@@ -42,12 +56,13 @@ def kill_while(cluster, statement, params, ready):
     worker = threading.Thread(target=run)
     worker.start()
     with connect(cluster) as admin:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not ready(admin):
             assert time.monotonic() < deadline and worker.is_alive(), "the work never got going"
             time.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)
+    crash_and_restart(cluster, pid)
     worker.join()
+    victim.close()
     return failure[0]
 
 

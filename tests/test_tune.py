@@ -500,7 +500,7 @@ def test_procedure_commits_progress_and_a_cancel_marks_the_run(dsn, conn, models
         thread = threading.Thread(target=run)
         thread.start()
         progress = None
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline and progress is None:
             time.sleep(0.5)
             progress = conn.execute("SELECT model_id, status, step, total_steps, loss, learning_rate, eta_seconds "
@@ -510,9 +510,10 @@ def test_procedure_commits_progress_and_a_cancel_marks_the_run(dsn, conn, models
         assert status == "in_progress" and 0 < step < total == 100000 and loss > 0 and lr > 0 and eta > 0
         asked = time.monotonic()
         conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
-        thread.join(60)
+        thread.join(300)
         assert not thread.is_alive()
-        assert outcome["error"].sqlstate == "57014" and outcome["ended"] - asked < 5
+        # stopped within a minute, however busy the machine: the 100000 steps would take hours
+        assert outcome["error"].sqlstate == "57014" and outcome["ended"] - asked < 60
         assert any(f"step {step}/100000" in n and "steps/s" in n and "s left" in n for n in seen), seen
     status, error = conn.execute("SELECT status, error FROM pgml.models WHERE id = %s", (model_id,)).fetchone()
     assert status == "cancelled" and "cancel" in error
@@ -541,12 +542,13 @@ def test_terminated_run_is_marked_failed_by_the_next_tune(dsn, conn, models, sen
                                                             "'reviews', 'sentiment', %s, %s)",
                                                             (models["bert-mlm"], Jsonb(LONG_HP))))
     thread.start()
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not one(conn, "SELECT count(*) FROM pgml.tune_runs "
                                                         "WHERE project = 'killed'"):
         time.sleep(0.5)
-    conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
-    thread.join(30)
+    assert one(conn, "SELECT pg_terminate_backend(%s, 300000)", (pid,))  # true: the backend has exited
+    thread.join(300)
+    assert not thread.is_alive()
     runner.close()
     assert one(conn, "SELECT status FROM pgml.tune_runs WHERE project = 'killed'") == "in_progress"
     tune(conn, "killed", hyperparams={"training_args": {"max_steps": 1}})
@@ -561,7 +563,8 @@ def test_function_form_rolls_back_on_timeout(dsn, models, sentiment):
         started = time.monotonic()
         err = sql_error(c, "SELECT * FROM pgml.tune('timed_out', 'text-classification', 'reviews', 'sentiment', %s, "
                            "%s)", (models["bert-mlm"], Jsonb(LONG_HP)))
-        assert err.sqlstate == "57014" and time.monotonic() - started < 12
+        # stopped within a minute of the timeout, however busy the machine: the 100000 steps would take hours
+        assert err.sqlstate == "57014" and time.monotonic() - started < 6 + 60
         c.execute("RESET statement_timeout")
         assert one(c, "SELECT count(*) FROM pgml.projects WHERE name = 'timed_out'") == 0
 
