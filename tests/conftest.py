@@ -51,6 +51,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _own_models_cache(dsn: str, folder: str) -> None:
+    """Tuned models restored into a folder of this server's own: suites running at once on one machine
+    (and the tests that empty or damage that folder) never share ~/.cache/pgml_plpy/models."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("UPDATE pgml.settings SET value = to_jsonb(%s::text) WHERE name = 'models_cache'", (folder,))
+
+
 @pytest.fixture(scope="session")
 def dsn(models):
     """Connection string of a PostgreSQL with pgml_plpy installed in database postgres."""
@@ -63,8 +70,10 @@ def dsn(models):
                                           driver=None)
             container.with_volume_mapping(str(MODELS_ROOT), str(MODELS_ROOT), "ro")
             with container:
-                yield (f"host={container.get_container_host_ip()} port={container.get_exposed_port(5432)} "
+                dsn = (f"host={container.get_container_host_ip()} port={container.get_exposed_port(5432)} "
                        "user=postgres password=pgml dbname=postgres")
+                _own_models_cache(dsn, "/var/lib/postgresql/pgml_test_models_cache")
+                yield dsn
         return
     if os.geteuid() == 0:
         readable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-r",
@@ -77,6 +86,7 @@ def dsn(models):
             cluster.install(VENV)
         except subprocess.CalledProcessError as exc:
             pytest.fail(f"sql/install.sql failed:\n{exc.stderr}")
+        _own_models_cache(cluster.dsn, os.path.join(root, "models_cache"))
         yield cluster.dsn
     finally:
         cluster.stop()
@@ -92,6 +102,7 @@ def private_cluster(models):
     cluster = LocalCluster(root, _free_port()).start()
     try:
         cluster.install(VENV)
+        _own_models_cache(cluster.dsn, os.path.join(root, "models_cache"))
         yield cluster
     finally:
         cluster.stop()

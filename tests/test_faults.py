@@ -139,6 +139,7 @@ def test_an_unwritable_model_cache_is_explained(db):
     readonly = tempfile.mkdtemp(prefix="readonly_cache_")
     os.chmod(readonly, 0o555)  # the server's OS user (never root) cannot write it
     with connect(db) as c:
+        before = one(c, "SELECT value FROM pgml.settings WHERE name = 'models_cache'")
         c.execute("UPDATE pgml.settings SET value = to_jsonb(%s::text) WHERE name = 'models_cache'", (str(readonly),))
         try:
             with connect(db) as fresh:
@@ -148,5 +149,5 @@ def test_an_unwritable_model_cache_is_explained(db):
                 report = dict((item, ok) for item, ok, _ in fresh.execute("SELECT * FROM pgml.validate()"))
                 assert report["models cache"] is False and report["venv"] is True
         finally:
-            c.execute("UPDATE pgml.settings SET value = 'null' WHERE name = 'models_cache'")
+            c.execute("UPDATE pgml.settings SET value = %s WHERE name = 'models_cache'", (Jsonb(before),))
             os.rmdir(readonly)

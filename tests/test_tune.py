@@ -136,6 +136,15 @@ def server_python(conn, code: str):
     return seen
 
 
+def models_cache(conn) -> str:
+    """The server's folder of restored tuned models (the suite gives each server its own)."""
+    return one(conn, "SELECT value #>> '{}' FROM pgml.settings WHERE name = 'models_cache'")
+
+
+def clear_restored(conn):
+    server_python(conn, f"import shutil\nshutil.rmtree({models_cache(conn)!r}, ignore_errors=True)")
+
+
 @pytest.fixture(scope="module")
 def fresh(dsn):
     """A backend that trains nothing: it serves tuned models by project name, restored from pgml.files."""
@@ -416,20 +425,17 @@ def test_lora_for_seq2seq_and_text_generation(conn, fresh, models):
 
 def test_restored_from_pgml_files_with_checksums(conn, dsn, sentiment):
     # the local copy is gone: a new backend restores it from pgml.files
-    server_python(conn, "import shutil\nfrom pgml_plpy.tuning import registry\nfrom pgml_plpy.settings import Settings\n"
-                        "shutil.rmtree(registry.cache_root(Settings()), ignore_errors=True)")
+    clear_restored(conn)
     with psycopg.connect(dsn, autocommit=True) as c:
         first = serve(c, "text-classification", "sentiment", ["I love it"])
     # a local copy that no longer matches is restored again
-    server_python(conn, "from pgml_plpy.tuning import registry\nfrom pgml_plpy.settings import Settings\n"
-                        "for f in registry.cache_root(Settings()).glob('*/model.safetensors'):\n"
+    server_python(conn, f"import pathlib\nfor f in pathlib.Path({models_cache(conn)!r}).glob('*/model.safetensors'):\n"
                         "    f.write_bytes(b'garbage')")
     with psycopg.connect(dsn, autocommit=True) as c:
         assert serve(c, "text-classification", "sentiment", ["I love it"]) == first
     # a damaged part in the database is refused (in a transaction rolled back afterwards)
     deployed = deployed_id(conn, "sentiment")
-    server_python(conn, "import shutil\nfrom pgml_plpy.tuning import registry\nfrom pgml_plpy.settings import Settings\n"
-                        "shutil.rmtree(registry.cache_root(Settings()), ignore_errors=True)")
+    clear_restored(conn)
     with psycopg.connect(dsn) as c:
         c.execute("UPDATE pgml.files SET data = 'x'::bytea || data WHERE model_id = %s AND "
                   "path = 'model.safetensors' AND part = 0", (deployed,))
@@ -457,8 +463,7 @@ def test_dump_and_restore_carry_the_models(conn, dsn, sentiment):
         setup = b"CREATE EXTENSION plpython3u;\n"
         subprocess.run([str(pg_bindir() / "psql"), *base, f"--dbname={target}", "-X", "-q", "-v", "ON_ERROR_STOP=1"],
                        input=setup + dump.stdout, capture_output=True, check=True, env=env)
-        server_python(conn, "import shutil\nfrom pgml_plpy.tuning import registry\nfrom pgml_plpy.settings import Settings\n"
-                            "shutil.rmtree(registry.cache_root(Settings()), ignore_errors=True)")
+        clear_restored(conn)
         here = serve(conn, "text-classification", "sentiment", ["I love it", "it is awful"])
         with psycopg.connect(dsn.replace("dbname=postgres", f"dbname={target}"), autocommit=True) as c:
             assert serve(c, "text-classification", "sentiment", ["I love it", "it is awful"]) == here
