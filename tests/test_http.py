@@ -1,6 +1,7 @@
 """Calls to a runtime over HTTP (runtimes/http.py), against a real local HTTP server: answers,
 streams, and every failure as one error; a cancel closes the connection. No PostgreSQL needed."""
 
+import collections
 import json
 import socket
 import threading
@@ -16,7 +17,9 @@ from pgml_plpy.runtimes.http import Client, RuntimeUnavailable
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    gone = threading.Event()   # set when a client went away during /slow
+    # request id -> set when that client went away during /slow or /stream (handlers of earlier tests
+    # may still be writing to clients long gone: each test waits on its own request)
+    gone = collections.defaultdict(threading.Event)
 
     def log_message(self, *args):
         pass
@@ -56,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(payload.get("every", 0.05))
                 self._chunk(b"")
             except (BrokenPipeError, ConnectionResetError):
-                Handler.gone.set()
+                Handler.gone[payload.get("id")].set()
 
 
 @pytest.fixture(scope="module")
@@ -151,27 +154,24 @@ def test_the_routes_timeout_bounds_the_call(server):
 
 
 def test_a_cancel_closes_the_connection(server, cancel_after):
-    Handler.gone.clear()
     cancel_after(0.3)
     with pytest.raises(Cancel):
-        client(server).post("/slow", {})
-    assert Handler.gone.wait(30), "the server never saw the client go away"
+        client(server).post("/slow", {"id": "cancelled post"})
+    assert Handler.gone["cancelled post"].wait(30), "the server never saw the client go away"
 
 
 def test_a_cancel_closes_a_stream(server, cancel_after):
-    Handler.gone.clear()
-    lines = client(server).stream("/stream", {"lines": 10000, "every": 0.01})
+    lines = client(server).stream("/stream", {"lines": 10000, "every": 0.01, "id": "cancelled stream"})
     assert next(lines) == "line 0"
     cancel_after(0)
     with pytest.raises(Cancel):
         for _ in lines:
             pass
-    assert Handler.gone.wait(30)
+    assert Handler.gone["cancelled stream"].wait(30)
 
 
 def test_closing_a_stream_closes_the_connection(server):
-    Handler.gone.clear()
-    lines = client(server).stream("/stream", {"lines": 10000, "every": 0.01})
+    lines = client(server).stream("/stream", {"lines": 10000, "every": 0.01, "id": "closed stream"})
     assert next(lines) == "line 0"
     lines.close()
-    assert Handler.gone.wait(30)
+    assert Handler.gone["closed stream"].wait(30)
