@@ -79,9 +79,9 @@ def main(dsn: str) -> int:
         started = time.perf_counter()
         conn.execute("CALL pgml.embed_table(%s, 'doc', 'embedding', %s)", (table, MODEL))
         print(f"   ({time.perf_counter() - started:.1f} s)\n")
-        embedded = conn.execute(f"SELECT count(embedding) FROM {table}").fetchone()[0]
-        if embedded != count:
-            return failed(f"{embedded} of {count} rows embedded")
+        vectors = conn.execute(f"SELECT count(embedding) FROM {table}").fetchone()[0]
+        if vectors != count:
+            return failed(f"{vectors} of {count} rows embedded")
         print("3. For each question: its embedding, then the 3 nearest rows (pgml.nearest: numpy over the table)\n"
               "   SELECT pgml.embed(model, question) AS q;\n"
               f"   SELECT d.name, d.doc, 1 - n.distance FROM pgml.nearest('{table}', 'embedding', q, 3) "
