@@ -3,6 +3,10 @@
 The server comes from testcontainers (an image built from the Dockerfile) where a Docker
 engine answers, and otherwise from a throwaway initdb cluster (scripts/localpg.py).
 A database test never skips: without a server the fixture fails the test.
+
+Markers (registered in pyproject.toml): every test that uses the server is marked `db` here,
+from its fixtures, so `pytest -m "not db"` runs the unit tests alone, in seconds; modules
+mark themselves `slow`, `soak` or `faults`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,16 @@ from localpg import LocalCluster  # noqa: E402
 
 VENV = Path(os.environ.get("PGML_VENV", REPO / ".venv"))
 MODELS_ROOT = Path(os.environ.get("PGML_TEST_MODELS", Path(tempfile.gettempdir()) / "pgml_plpy_test_models"))
+
+
+SERVER_FIXTURES = {"dsn", "private_cluster"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark `db` every test that needs a PostgreSQL server (through any of its fixtures)."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
 
 
 @pytest.fixture(scope="session")

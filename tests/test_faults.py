@@ -15,6 +15,8 @@ import pytest
 from pgtest import one, sql_error, task
 from psycopg.types.json import Jsonb
 
+pytestmark = pytest.mark.faults
+
 
 def connect(cluster):
     return psycopg.connect(cluster.dsn, autocommit=True)

@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.slow
+
 ROLE = "pgml_test_fuzzer"
 EXAMPLES = 300  # per function
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

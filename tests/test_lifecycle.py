@@ -1,18 +1,9 @@
 """Model lifecycle in a backend: loaded_models, unload / clear_cache freeing memory, eviction, preload."""
 
 import pytest
-from pgtest import one, sql_error, task
+from pgtest import one, rss_kb, sql_error, task
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def rss_mb(conn) -> float:
-    """The backend's resident memory, read inside it."""
-    seen = []
-    conn.add_notice_handler(lambda d: seen.append(d.message_primary))
-    conn.execute("DO $$ import gc; gc.collect(); plpy.notice([l for l in open('/proc/self/status') "
-                 "if l.startswith('VmRSS')][0].split()[1]) $$ LANGUAGE plpython3u")
-    return int(seen[-1]) / 1024
 
 
 def loaded(conn):
@@ -35,10 +26,10 @@ def test_loaded_models_and_unload_free_memory(fresh, models):
     assert ("transform", "text-classification", models["bert-sentiment"], "cpu", "float32") == rows[0][:5]
     assert rows[0][6] == 1  # the second call was a hit
     assert rows[1][:3] == ("embed", "embedding", MINILM) and rows[1][5] > 80_000_000
-    before = rss_mb(fresh)
+    before = rss_kb(fresh)
     freed = fresh.execute("SELECT model, bytes FROM pgml.unload(%s)", (MINILM,)).fetchall()
     assert freed == [(MINILM, rows[1][5])]
-    assert before - rss_mb(fresh) > 30  # most of MiniLM's ~87 MB of weights went back
+    assert before - rss_kb(fresh) > 30 << 10  # most of MiniLM's ~87 MB of weights went back
     assert [r[2] for r in loaded(fresh)] == [models["bert-sentiment"]]
     assert fresh.execute("SELECT * FROM pgml.unload('no/such-model')").fetchall() == []
     assert one(fresh, "SELECT count(*) FROM pgml.clear_cache()") == 1

@@ -5,8 +5,11 @@ import random
 import threading
 
 import psycopg
-from pgtest import one, task
+import pytest
+from pgtest import one, rss_kb, task
 from psycopg.types.json import Jsonb
+
+pytestmark = pytest.mark.soak
 
 CLIENTS = 8
 ROUNDS = 25  # each client runs every call ROUNDS times: 8 x 25 x 12 = 2400 calls
@@ -35,14 +38,6 @@ def calls(models):
          "'{\"chunk_size\": 40, \"chunk_overlap\": 5}')", ()),
         ("SELECT pgml.cosine_similarity('{1,2,3}', '{3,2,1}')", ()),
     ]
-
-
-def rss_kb(conn) -> int:
-    seen = []
-    conn.add_notice_handler(lambda d: seen.append(d.message_primary))
-    conn.execute("DO $$ import gc; gc.collect(); plpy.notice([l for l in open('/proc/self/status') "
-                 "if l.startswith('VmRSS')][0].split()[1]) $$ LANGUAGE plpython3u")
-    return int(seen[-1])
 
 
 def test_concurrent_clients_match_serial_results(dsn, conn, models):

@@ -6,7 +6,7 @@ import time
 
 import psycopg
 import pytest
-from pgtest import one, readable_tree, sql_error, task
+from pgtest import one, readable_tree, sql_error, task, threads
 from psycopg.types.json import Jsonb
 
 GREEDY = {"do_sample": False, "max_new_tokens": 12}
@@ -41,14 +41,6 @@ def test_chat_stream_equals_the_reply(conn, models):
 
 
 LONG = {"do_sample": False, "max_new_tokens": 100, "min_new_tokens": 100}
-
-
-def threads(conn) -> list[str]:
-    names = []
-    conn.add_notice_handler(lambda d: names.append(d.message_primary))
-    conn.execute("DO $$ import threading; plpy.notice(','.join(t.name for t in threading.enumerate())) $$ "
-                 "LANGUAGE plpython3u")
-    return names[-1].split(",")
 
 
 def test_rows_arrive_while_generating_and_closing_stops_it(dsn, models):

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import tiny_models as tm
-from pgtest import install, one, sql_error
+from pgtest import in_backend, install, notices, one, sql_error
 from psycopg.types.json import Jsonb
 
 from pgml_plpy.errors import InvalidParameter, PgmlError
@@ -122,18 +122,10 @@ def fill(conn, table, columns, rows):
                         rows)
 
 
-def notices(conn):
-    seen = []
-    conn.add_notice_handler(lambda diag: seen.append(diag.message_primary))
-    return seen
-
-
 def server_python(conn, code: str):
-    """Run Python in the server (as the superuser): pgml_plpy importable, result from NOTICE."""
-    seen = notices(conn)
+    """Run Python in the server (as the superuser) with pgml_plpy importable; the NOTICEs it raised."""
     conn.execute("SELECT pgml._activate()")
-    conn.execute("DO LANGUAGE plpython3u $$\n" + code + "\n$$")
-    return seen
+    return in_backend(conn, code)
 
 
 def models_cache(conn) -> str:
@@ -152,10 +144,13 @@ def fresh(dsn):
         yield c
 
 
-@pytest.fixture(scope="module", autouse=True)
-def clean_registry(conn):
+@pytest.fixture(scope="module")
+def conn(conn):
+    """The session's backend, with an empty registry before this module's first database test (the unit
+    tests above start no server)."""
     conn.execute("DELETE FROM pgml.projects")
     conn.execute("DELETE FROM pgml.snapshots")
+    return conn
 
 
 # ------------------------------------------------------------------ text classification
@@ -200,6 +195,7 @@ def base_accuracy(model_folder, texts, truth, names):
     return sum(names[i] == t for i, t in zip(logits.argmax(-1).tolist(), truth)) / len(truth)
 
 
+@pytest.mark.slow
 def test_text_classification_tunes_serves_and_beats_the_base(sentiment, fresh, models, conn):
     assert sentiment["row"] == ("successful", "text-classification", "transformers", True)
     model_id, status, m, hp, base, lora = sentiment["model"]
@@ -226,6 +222,7 @@ def test_text_classification_tunes_serves_and_beats_the_base(sentiment, fresh, m
     assert one(conn, "SELECT count(*) FROM pgml.logs WHERE model_id = %s", (model_id,)) >= 1
 
 
+@pytest.mark.slow
 def test_a_second_tune_is_a_new_version_deployed_only_if_better(sentiment, conn, fresh):
     first = sentiment["model"][0]
     # the project remembers its task, base model and data (its snapshot): a worse run is not deployed
@@ -268,6 +265,7 @@ def test_a_second_tune_is_a_new_version_deployed_only_if_better(sentiment, conn,
 # ------------------------------------------------------------------ the other tasks
 
 
+@pytest.mark.slow
 def test_text_pair_classification(conn, fresh, models):
     rng = random.Random(3)
     rows = []
@@ -294,6 +292,7 @@ def test_text_pair_classification(conn, fresh, models):
     assert set(classes) == {"different", "same"}
 
 
+@pytest.mark.slow
 def test_token_classification(conn, fresh, models):
     examples = tm._ner_examples(120, seed=5)
     fill(conn, "ner", "tokens text[], tags jsonb",
@@ -308,6 +307,7 @@ def test_token_classification(conn, fresh, models):
     assert {e["entity_group"] for e in out[0]} <= {"PER", "LOC"} and out[0]
 
 
+@pytest.mark.slow
 def test_question_answering(conn, fresh, models):
     examples = tm._qa_examples(160, seed=21)
     fill(conn, "squad", "question text, context text, answers jsonb",
@@ -327,6 +327,7 @@ def test_question_answering(conn, fresh, models):
     assert set(out) == {"answer", "score", "start", "end"}
 
 
+@pytest.mark.slow
 def test_seq2seq_tasks(conn, fresh, models):
     triples = tm._translation_triples()
     rng = random.Random(13)
@@ -363,6 +364,7 @@ def test_seq2seq_tasks(conn, fresh, models):
     assert json.loads(config[-1]) == "answer: "
 
 
+@pytest.mark.slow
 def test_text_generation(conn, fresh, models):
     fill(conn, "corpus", "body text", [(t,) for t in tm.ENGLISH_CORPUS])
     hp = {"training_args": {"num_train_epochs": 2, "learning_rate": 1e-3, "per_device_train_batch_size": 8},
@@ -385,6 +387,7 @@ def chat_rows():
     return rows
 
 
+@pytest.mark.slow
 def test_conversation_with_lora(conn, fresh, models):
     fill(conn, "chats", "system text, \"user\" text, assistant text", chat_rows())
     hp = {"training_args": {"num_train_epochs": 2, "learning_rate": 1e-3, "per_device_train_batch_size": 8},
@@ -404,6 +407,7 @@ def test_conversation_with_lora(conn, fresh, models):
     assert isinstance(reply, list) and isinstance(reply[0], str) and reply[0].strip()
 
 
+@pytest.mark.slow
 def test_lora_for_seq2seq_and_text_generation(conn, fresh, models):
     fill(conn, "lora_en_fr", "text text, translation text", [(en, fr) for en, fr, _ in tm._translation_triples()])
     fill(conn, "lora_corpus", "text text", [(t,) for t in tm.ENGLISH_CORPUS])
@@ -423,6 +427,7 @@ def test_lora_for_seq2seq_and_text_generation(conn, fresh, models):
 # ------------------------------------------------------------------ the registry travels with the database
 
 
+@pytest.mark.slow
 def test_restored_from_pgml_files_with_checksums(conn, dsn, sentiment):
     # the local copy is gone: a new backend restores it from pgml.files
     clear_restored(conn)
@@ -446,6 +451,7 @@ def test_restored_from_pgml_files_with_checksums(conn, dsn, sentiment):
         c.rollback()
 
 
+@pytest.mark.slow
 def test_dump_and_restore_carry_the_models(conn, dsn, sentiment):
     import subprocess
 
@@ -471,6 +477,7 @@ def test_dump_and_restore_carry_the_models(conn, dsn, sentiment):
         conn.execute(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
 
 
+@pytest.mark.slow
 def test_reinstall_keeps_the_registry(conn, dsn, sentiment):
     before = conn.execute("SELECT count(*) FROM pgml.models").fetchone()[0]
     macs = conn.execute("SELECT id, files_mac FROM pgml.models ORDER BY id").fetchall()
@@ -488,6 +495,7 @@ def test_reinstall_keeps_the_registry(conn, dsn, sentiment):
 LONG_HP = {"training_args": {"max_steps": 100000, "learning_rate": 1e-3}, "dataset_args": {"text_column": "review"}}
 
 
+@pytest.mark.slow
 def test_procedure_commits_progress_and_a_cancel_marks_the_run(dsn, conn, models, sentiment):
     with psycopg.connect(dsn, autocommit=True) as runner:
         pid = one(runner, "SELECT pg_backend_pid()")
@@ -531,6 +539,7 @@ def test_procedure_commits_progress_and_a_cancel_marks_the_run(dsn, conn, models
     assert err.sqlstate == "58P01" and "no deployed model" in err.diag.message_primary
 
 
+@pytest.mark.slow
 def test_procedure_returns_its_model(conn, models, sentiment):
     hp = {"training_args": {"max_steps": 2}, "dataset_args": {"text_column": "review"}}
     row = conn.execute("CALL pgml.tune_run('quick', 'text-classification', 'reviews', 'sentiment', %s, %s)",
@@ -539,6 +548,7 @@ def test_procedure_returns_its_model(conn, models, sentiment):
     assert one(conn, "SHOW search_path") == '"$user", public'
 
 
+@pytest.mark.slow
 def test_terminated_run_is_marked_failed_by_the_next_tune(dsn, conn, models, sentiment):
     runner = psycopg.connect(dsn, autocommit=True)
     pid = one(runner, "SELECT pg_backend_pid()")
@@ -561,6 +571,7 @@ def test_terminated_run_is_marked_failed_by_the_next_tune(dsn, conn, models, sen
         == [("failed",), ("successful",)]
 
 
+@pytest.mark.slow
 def test_function_form_rolls_back_on_timeout(dsn, models, sentiment):
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("SELECT pgml.version()")  # activated: the timeout hits training, not imports
@@ -585,6 +596,7 @@ def error_tables(conn):
     fill(conn, "nulls", "review text, sentiment text", [(None, "a"), ("x", None)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("call, sqlstate, fragment", [
     ("'e1', 'text-classification', 'empty_reviews', 'sentiment', {m}", "22023", "no rows to train on"),
     ("'e2', 'text-classification', 'nulls', 'sentiment', {m}", "22023", "2 skipped (1 with NULL review, "),
@@ -617,6 +629,7 @@ def test_errors_before_training(conn, models, sentiment, error_tables, call, sql
     assert one(conn, "SELECT count(*) FROM pgml.models WHERE status = 'in_progress'") == 0
 
 
+@pytest.mark.slow
 def test_procedure_needs_its_own_transactions(dsn, models, sentiment):
     with psycopg.connect(dsn) as c:
         with pytest.raises(psycopg.Error) as info:
@@ -625,6 +638,7 @@ def test_procedure_needs_its_own_transactions(dsn, models, sentiment):
         assert info.value.sqlstate == "2D000" and "CALL it on its own" in info.value.diag.message_hint
 
 
+@pytest.mark.slow
 def test_tuning_is_for_pgml_admin(dsn, conn, models, sentiment):
     conn.execute("DROP ROLE IF EXISTS pgml_test_tuner")
     conn.execute("CREATE ROLE pgml_test_tuner LOGIN PASSWORD 'tuner' IN ROLE pgml_user")
