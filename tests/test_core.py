@@ -83,9 +83,10 @@ def test_task_names():
 def test_settings_validation():
     assert settings.from_rows([("torch_threads", "4"), ("hub_downloads", "true")]) == settings.Settings(
         hub_downloads=True, torch_threads=4)
-    with pytest.raises(errors.InstallError, match="torch_threads"):
+    with pytest.raises(errors.InvalidSetting, match="torch_threads") as bad:
         settings.from_rows([("torch_threads", "0")])
-    with pytest.raises(errors.InstallError, match="unknown setting"):
+    assert bad.value.sqlstate == "22023"  # invalid_parameter_value, as a bad route in the runtimes setting
+    with pytest.raises(errors.InvalidSetting, match="unknown setting"):
         settings.from_rows([("venv", '"/x"')])
     assert {name for name, _, _ in settings.defaults()} == set(settings.DESCRIPTIONS)
 

@@ -79,4 +79,4 @@ def test_device_is_checked_and_shown(fresh, models):
 
 def test_cache_settings_are_validated(conn):
     err = sql_error(conn, "UPDATE pgml.settings SET value = '0' WHERE name = 'max_models'")
-    assert err.sqlstate == "55000" and "max_models" in err.diag.message_primary
+    assert err.sqlstate == "22023" and "max_models" in err.diag.message_primary

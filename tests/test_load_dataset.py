@@ -123,14 +123,14 @@ def test_offline_means_no_socket_and_no_wait(tmp_path):
                 raise RuntimeError("network used: %s %r" % (event, args))
         sys.addaudithook(hook)
         from pgml_plpy import datasets_loader as dl
-        from pgml_plpy.errors import ModelNotFound
+        from pgml_plpy.errors import UndefinedFile
         from pgml_plpy.settings import Settings
         settings = Settings(huggingface_cache=sys.argv[1])
         import datasets  # imported first: the time below is the lookup's alone
         start = time.time()
         try:
             dl.read(dl.plan("acme/not-cached"), settings)
-        except ModelNotFound as exc:
+        except UndefinedFile as exc:
             print("uncached:", exc.sqlstate, round(time.time() - start, 1), exc.message)
         loaded = dl.read(dl.plan(sys.argv[2]), settings, cache_dir=sys.argv[1])
         print("local:", loaded["train"].num_rows, dict(loaded["train"].features))

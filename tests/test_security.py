@@ -99,7 +99,7 @@ def test_pgml_admin_changes_the_limits_but_not_the_venv(as_role, setting):
     c = as_role(ADMIN)
     c.execute("UPDATE pgml.settings SET value = '5' WHERE name = 'max_inputs'")
     assert one(c, "SELECT value FROM pgml.settings WHERE name = 'max_inputs'") == 5
-    assert sql_error(c, "UPDATE pgml.settings SET value = '\"many\"' WHERE name = 'max_inputs'").sqlstate == "55000"
+    assert sql_error(c, "UPDATE pgml.settings SET value = '\"many\"' WHERE name = 'max_inputs'").sqlstate == "22023"
     c.execute("UPDATE pgml.settings SET value = value")  # rewriting a trust setting unchanged changes nothing
     assert sql_error(c, "SELECT pgml.activate_venv('/tmp')").sqlstate == "42501"
     assert sql_error(c, "CREATE OR REPLACE FUNCTION pgml._venv() RETURNS text LANGUAGE sql AS $$ SELECT '/tmp' $$"

@@ -536,7 +536,7 @@ def test_procedure_commits_progress_and_a_cancel_marks_the_run(dsn, conn, models
     assert err.sqlstate == "55000"
     err = sql_error(conn, "SELECT pgml.transform(task => %s, inputs => ARRAY['x'])",
                     (Jsonb({"task": "text-classification", "model": "long"}),))
-    assert err.sqlstate == "58P01" and "no deployed model" in err.diag.message_primary
+    assert err.sqlstate == "55000" and "no deployed model" in err.diag.message_primary
 
 
 @pytest.mark.slow

@@ -32,8 +32,8 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .errors import (InvalidParameter, ModelNotFound, NotSupported, NullValue, PermissionDenied,
-                     PgmlError, one_line)
+from .errors import (DuplicateTable, InvalidParameter, NotSupported, NullValue, PermissionDenied, PgmlError,
+                     UndefinedFile, one_line)
 from .inputs import json_kind, parse_args
 from .settings import Settings
 
@@ -371,10 +371,10 @@ def _shown(p: Plan) -> str:
     return f"dataset {p.path[len('hf://datasets/'):]}" if p.kind == "hub" else p.path
 
 
-def _not_cached(p: Plan, where: str, detail: str | None = None) -> ModelNotFound:
+def _not_cached(p: Plan, where: str, detail: str | None = None) -> UndefinedFile:
     name = p.path[len("hf://datasets/"):]
     subset = f", {p.subset!r}" if p.subset else ""
-    return ModelNotFound(
+    return UndefinedFile(
         f"dataset {name}{' (subset ' + p.subset + ')' if p.subset else ''} is not in the database server's "
         f"datasets cache ({where})",
         detail=detail,
@@ -425,10 +425,10 @@ def read(p: Plan, settings: Settings, cache_dir: str | None = None):
     path = p.path
     if p.kind == "path":
         if not os.path.exists(p.path):
-            raise ModelNotFound(f"{p.path} does not exist on the database server",
+            raise UndefinedFile(f"{p.path} does not exist on the database server",
                                 hint="Local files are read by the server's OS user, like COPY FROM a file.")
         if not os.access(p.path, os.R_OK):
-            raise ModelNotFound(f"{p.path} is not readable by the database server's OS user",
+            raise UndefinedFile(f"{p.path} is not readable by the database server's OS user",
                                 hint=f"chmod a+r {p.path} (and a+x on the folders above it)")
         if not os.path.isdir(p.path):  # a folder goes to datasets as it is; a file through its format's builder
             found = _file_format(p.path)
@@ -458,14 +458,14 @@ def read(p: Plan, settings: Settings, cache_dir: str | None = None):
             if p.kind == "hub" and offline:
                 raise _not_cached(p, where) from None
             if offline:
-                raise ModelNotFound(f"loading {_shown(p)} needs the network, which is off: {one_line(exc)}",
+                raise UndefinedFile(f"loading {_shown(p)} needs the network, which is off: {one_line(exc)}",
                                     hint="A superuser can allow downloads: UPDATE pgml.settings SET value = "
                                          "'true' WHERE name = 'hub_downloads'.") from None
-            raise ModelNotFound(f"could not reach the Hugging Face Hub for {_shown(p)}: {one_line(exc)}",
+            raise UndefinedFile(f"could not reach the Hugging Face Hub for {_shown(p)}: {one_line(exc)}",
                                 hint="hub_downloads is on but the hub did not answer the database server; or fill "
                                      "the server's datasets cache where the hub is reachable.") from None
         except FileNotFoundError as exc:  # DatasetNotFoundError, DataFilesNotFoundError, EmptyDatasetError
-            raise ModelNotFound(f"load_dataset: {one_line(exc)}") from None
+            raise UndefinedFile(f"load_dataset: {one_line(exc)}") from None
         except PermissionError as exc:  # like COPY FROM a file the server's OS user cannot open
             raise PermissionDenied(
                 f"load_dataset: the database server's OS user may not use {exc.filename or one_line(exc)}",
@@ -607,9 +607,8 @@ def write(plpy, p: Plan, source: str, parts, columns) -> int:
     found = _existing(plpy, p.table)
     if found is not None:
         if found["kind"] not in ("r", "p") or not (found["comment"] or "").startswith(TABLE_MARKER):
-            raise PgmlError(
+            raise DuplicateTable(
                 f"pgml.{p.table} already exists and was not made by pgml.load_dataset, so it is left alone",
-                sqlstate="42P07",
                 hint='Pass another name with kwargs {"table_name": "..."}, or drop it first.')
         try:
             with plpy.subtransaction():

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 
 from .embeddings import encoder
-from .errors import InvalidParameter, PgmlError
+from .errors import (DatatypeMismatch, InvalidParameter, InvalidTransactionTermination, UndefinedColumn,
+                     WrongObjectType)
 from .settings import Settings
 
 TEXT_TYPES = {"text", "character varying", "character"}
@@ -44,13 +45,13 @@ def run(plpy, relation: int, text_column: str, embedding_column: str, transforme
         "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
         ["oid"]), [relation])[0]
     if table["relkind"] not in ("r", "p"):
-        raise PgmlError(f"{table['name']} is not a table", sqlstate="42809")
+        raise WrongObjectType(f"{table['name']} is not a table")
     columns = _columns(plpy, relation, [text_column, embedding_column])
     if text_column not in columns:
-        raise PgmlError(f"column {text_column} of {table['name']} does not exist", sqlstate="42703")
+        raise UndefinedColumn(f"column {text_column} of {table['name']} does not exist")
     if columns[text_column]["typcategory"] != "S":
-        raise PgmlError(f"column {text_column} of {table['name']} is {columns[text_column]['type']}, not text",
-                        sqlstate="42804")
+        raise DatatypeMismatch(f"column {text_column} of {table['name']} is {columns[text_column]['type']}, "
+                               "not text")
     encode_for = {"_float4": "{}", "vector": "[]"}
     txt, emb = plpy.quote_ident(text_column), plpy.quote_ident(embedding_column)
     if embedding_column not in columns:
@@ -59,9 +60,9 @@ def run(plpy, relation: int, text_column: str, embedding_column: str, transforme
     else:
         column = columns[embedding_column]
         if column["typname"] not in encode_for:
-            raise PgmlError(f"column {embedding_column} of {table['name']} is {column['type']}, "
-                            "not real[] or vector", sqlstate="42804",
-                            hint="Use a new column name: embed_table creates it as real[].")
+            raise DatatypeMismatch(f"column {embedding_column} of {table['name']} is {column['type']}, "
+                                   "not real[] or vector",
+                                   hint="Use a new column name: embed_table creates it as real[].")
         column_type, brackets = column["type"], encode_for[column["typname"]]
     encode = encoder(transformer, kwargs, settings, brackets)
 
@@ -105,6 +106,7 @@ def _commit(plpy) -> None:
         plpy.commit()
     except plpy.SPIError as exc:
         if getattr(exc, "sqlstate", None) == "2D000":
-            raise PgmlError("pgml.embed_table commits after each batch, so it cannot run inside a transaction "
-                            "block", sqlstate="2D000", hint="CALL it on its own, outside BEGIN ... COMMIT.") from None
+            raise InvalidTransactionTermination("pgml.embed_table commits after each batch, so it cannot run "
+                                                "inside a transaction block",
+                                                hint="CALL it on its own, outside BEGIN ... COMMIT.") from None
         raise

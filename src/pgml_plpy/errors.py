@@ -25,8 +25,16 @@ class PgmlError(Exception):
             self.sqlstate = sqlstate
 
 
+# One class per condition, named as psycopg names PostgreSQL's (psycopg.errors): raise these, never a
+# bare SQLSTATE string.
+
+
 class InvalidParameter(PgmlError):
     sqlstate = "22023"  # invalid_parameter_value
+
+
+class InvalidSetting(InvalidParameter):
+    """A pgml.settings row with an unknown name or a value of the wrong shape."""
 
 
 class NullValue(PgmlError):
@@ -37,8 +45,16 @@ class InvalidJson(PgmlError):
     sqlstate = "22P02"  # invalid_text_representation
 
 
-class ModelNotFound(PgmlError):
-    sqlstate = "58P01"  # undefined_file
+class UndefinedFile(PgmlError):
+    sqlstate = "58P01"  # undefined_file: a file, folder or cached dataset the server does not have
+
+
+class ModelNotFound(UndefinedFile):
+    """A model folder, hub id or stored model that is not there."""
+
+
+class IoError(PgmlError):
+    sqlstate = "58030"  # io_error: a folder the server's OS user cannot write
 
 
 class NotSupported(PgmlError):
@@ -49,20 +65,52 @@ class PermissionDenied(PgmlError):
     sqlstate = "42501"  # insufficient_privilege
 
 
-class InstallError(PgmlError):
+class UndefinedColumn(PgmlError):
+    sqlstate = "42703"  # undefined_column
+
+
+class UndefinedObject(PgmlError):
+    sqlstate = "42704"  # undefined_object: no such model or project
+
+
+class WrongObjectType(PgmlError):
+    sqlstate = "42809"  # wrong_object_type: not a table (or view)
+
+
+class DatatypeMismatch(PgmlError):
+    sqlstate = "42804"  # datatype_mismatch: a column of the wrong type
+
+
+class DuplicateTable(PgmlError):
+    sqlstate = "42P07"  # duplicate_table
+
+
+class ObjectNotInPrerequisiteState(PgmlError):
     sqlstate = "55000"  # object_not_in_prerequisite_state
 
 
-class InvalidSetting(PgmlError):
-    sqlstate = "22023"  # invalid_parameter_value: a pgml.settings value
+class InstallError(ObjectNotInPrerequisiteState):
+    """The venv, the SQL functions or the roles are not what this release needs."""
+
+
+class InvalidTransactionTermination(PgmlError):
+    sqlstate = "2D000"  # invalid_transaction_termination: a procedure that commits, called in a transaction block
 
 
 class LimitExceeded(PgmlError):
     sqlstate = "54000"  # program_limit_exceeded
 
 
+class DiskFull(PgmlError):
+    sqlstate = "53100"  # disk_full
+
+
 class OutOfMemory(PgmlError):
     sqlstate = "53200"  # out_of_memory
+
+
+class DataCorrupted(PgmlError):
+    sqlstate = "XX001"  # data_corrupted: stored model files that fail their checks
 
 
 _MAX_MESSAGE = 400
@@ -96,13 +144,13 @@ def to_pgml_error(exc: BaseException, doing: str) -> PgmlError:
     full = str(exc) or type(exc).__name__
     detail = full if len(full) > _MAX_MESSAGE or "\n" in full.strip() else None
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return PgmlError(f"{doing}: disk full: {one_line(full)}", sqlstate="53100", detail=detail,
-                         hint="Free space on the database server's disk; SELECT * FROM pgml.validate() shows "
-                              "the folders pgml uses.")
+        return DiskFull(f"{doing}: disk full: {one_line(full)}", detail=detail,
+                        hint="Free space on the database server's disk; SELECT * FROM pgml.validate() shows "
+                             "the folders pgml uses.")
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PgmlError(f"{doing}: {one_line(full)}", sqlstate="58030", detail=detail,
-                         hint="The server's OS user must be able to write there; SELECT * FROM pgml.validate() "
-                              "checks the folders pgml uses.")
+        return IoError(f"{doing}: {one_line(full)}", detail=detail,
+                       hint="The server's OS user must be able to write there; SELECT * FROM pgml.validate() "
+                            "checks the folders pgml uses.")
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return OutOfMemory(f"{doing}: out of memory: {one_line(full)}",
                            hint="Use a smaller model, a smaller batch_size, or fewer inputs per call.",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 
-from .errors import InstallError
+from .errors import InvalidSetting
 
 TRUST, LIMIT = "trust", "limit"
 
@@ -121,8 +121,8 @@ def _check(name: str, value):
         expected = {"bool": "true or false", "int": "a positive integer", "int | None": "a positive integer or null",
                     "str | None": "a non-empty string or null",
                     "list[str] | None": "a JSON array of non-empty strings, or null"}[kind]
-        raise InstallError(f"pgml.settings: {name} is {json.dumps(value)}, expected {expected}",
-                           hint=f"UPDATE pgml.settings SET value = ... WHERE name = '{name}'")
+        raise InvalidSetting(f"pgml.settings: {name} is {json.dumps(value)}, expected {expected}",
+                             hint=f"UPDATE pgml.settings SET value = ... WHERE name = '{name}'")
     return value
 
 
@@ -131,8 +131,8 @@ def from_rows(rows, superuser: bool = False) -> Settings:
     values = {"superuser": superuser}
     for name, raw in rows:
         if name not in _TYPES:
-            raise InstallError(f"pgml.settings has an unknown setting {name!r}",
-                               hint=f"Known settings: {', '.join(sorted(_TYPES))}.")
+            raise InvalidSetting(f"pgml.settings has an unknown setting {name!r}",
+                                 hint=f"Known settings: {', '.join(sorted(_TYPES))}.")
         values[name] = _check(name, json.loads(raw) if isinstance(raw, str) else raw)
     return Settings(**values)
 

@@ -7,7 +7,7 @@ import shutil
 import sys
 
 from . import __version__
-from .errors import InstallError, to_pgml_error
+from .errors import DiskFull, InstallError, to_pgml_error
 from .settings import Settings
 
 LOW_DISK = 256 << 20  # bytes free under which the models cache fails the check
@@ -56,8 +56,8 @@ def _models_cache(settings: Settings) -> str:
     root = cache_root(settings)
     free = shutil.disk_usage(root).free
     if free < LOW_DISK:
-        raise InstallError(f"only {free >> 20} MiB free under the models cache {root}",
-                           sqlstate="53100", hint="Free disk space there, or move models_cache.")
+        raise DiskFull(f"only {free >> 20} MiB free under the models cache {root}",
+                       hint="Free disk space there, or move models_cache.")
     return f"{root} ({free >> 30} GiB free)"
 
 

@@ -13,7 +13,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from ..errors import InvalidParameter, PgmlError
+from ..errors import InvalidParameter, UndefinedColumn, WrongObjectType
 
 FETCH_ROWS = 1000
 RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table"}
@@ -69,9 +69,9 @@ class Relation:
     def column(self, name: str, role: str) -> Column:
         if name not in self.columns:
             shown = ", ".join(self.columns) or "none"
-            raise PgmlError(f"column {name} ({role}) does not exist in {self.name}", sqlstate="42703",
-                            hint=f"Its columns: {shown}. Name the column with y_column_name or "
-                                 f"hyperparams.dataset_args.")
+            raise UndefinedColumn(f"column {name} ({role}) does not exist in {self.name}",
+                                  hint=f"Its columns: {shown}. Name the column with y_column_name or "
+                                       f"hyperparams.dataset_args.")
         return self.columns[name]
 
 
@@ -89,7 +89,7 @@ def resolve(plpy, relation: int | str) -> Relation:
         "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
         ["oid"]), [oid])[0]
     if row["kind"] not in RELKINDS:
-        raise PgmlError(f"{row['name']} is not a table or view", sqlstate="42809")
+        raise WrongObjectType(f"{row['name']} is not a table or view")
     rows = plpy.execute(plpy.prepare(
         "SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, "
         "t.typname::text AS typname, t.typcategory::text AS category, e.typname::text AS element, "

@@ -30,7 +30,8 @@ import tempfile
 from pathlib import Path
 
 from ..datasets_loader import create_table
-from ..errors import InvalidParameter, ModelNotFound, PgmlError
+from ..errors import (DataCorrupted, InvalidParameter, IoError, ModelNotFound, ObjectNotInPrerequisiteState,
+                      UndefinedObject)
 from ..settings import Settings
 from . import metrics, signing
 
@@ -154,11 +155,10 @@ def check_path(path: str) -> str:
     normal = posixpath.normpath(path)
     if (not path or path.startswith("/") or normal != path or normal.startswith("..") or "\\" in path
             or any(part.startswith(".") for part in normal.split("/"))):
-        raise PgmlError(f"pgml.files holds a path that is not a plain relative file name: {path!r}",
-                        sqlstate="XX001")
+        raise DataCorrupted(f"pgml.files holds a path that is not a plain relative file name: {path!r}")
     if normal.endswith(PICKLES):
-        raise PgmlError(f"pgml.files holds {path!r}, a pickle-based file, which is never restored (loading one "
-                        "can run code)", sqlstate="XX001", hint="Tuned models are stored as safetensors.")
+        raise DataCorrupted(f"pgml.files holds {path!r}, a pickle-based file, which is never restored (loading "
+                            "one can run code)", hint="Tuned models are stored as safetensors.")
     return normal
 
 
@@ -207,10 +207,9 @@ def cache_root(settings: Settings) -> Path:
                 return root
         except OSError:
             continue
-    raise PgmlError(f"the server's OS user cannot write the folder for restored models ({candidates[0]})",
-                    sqlstate="58030",
-                    hint="A superuser sets the setting models_cache to a folder that user can write: "
-                         "UPDATE pgml.settings SET value = '\"/path\"' WHERE name = 'models_cache'.")
+    raise IoError(f"the server's OS user cannot write the folder for restored models ({candidates[0]})",
+                  hint="A superuser sets the setting models_cache to a folder that user can write: "
+                       "UPDATE pgml.settings SET value = '\"/path\"' WHERE name = 'models_cache'.")
 
 
 def _local_parts(path: Path) -> list[str]:
@@ -278,16 +277,16 @@ def restore(plpy, model, settings: Settings) -> Path:
                         row = rows[0]
                         data = bytes(row["data"])
                         if hashlib.sha256(data).hexdigest() != row["sha256"]:
-                            raise PgmlError(f"pgml.files of model {model_id}: part {row['part']} of {path} does "
-                                            "not match its SHA-256", sqlstate="XX001",
-                                            hint="The stored model is damaged: deploy another model, or tune "
-                                                 "again.")
+                            raise DataCorrupted(f"pgml.files of model {model_id}: part {row['part']} of {path} "
+                                                "does not match its SHA-256",
+                                                hint="The stored model is damaged: deploy another model, or "
+                                                     "tune again.")
                         fh.write(data)
                 finally:
                     cursor.close()
         (tmp / MANIFEST).write_text(json.dumps(files))
         if not _valid(tmp, files):
-            raise PgmlError(f"model {model_id}'s files did not restore intact into {tmp}", sqlstate="58030")
+            raise IoError(f"model {model_id}'s files did not restore intact into {tmp}")
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         try:
@@ -371,9 +370,9 @@ def lookup(plpy, name: str):
         return None
     row = rows[0]
     if row["model_id"] is None:
-        raise ModelNotFound(f"project {name} has no deployed model",
-                            hint="Its tunes have not finished or none beat the deployed one; see pgml.tune_runs, "
-                                 "and deploy one with pgml.deploy(model_id).")
+        raise ObjectNotInPrerequisiteState(f"project {name} has no deployed model",
+                                           hint="Its tunes have not finished or none beat the deployed one; see "
+                                                "pgml.tune_runs, and deploy one with pgml.deploy(model_id).")
     return row
 
 
@@ -449,7 +448,7 @@ def deploy_strategy(plpy, project_name: str, strategy: str, algorithm: str | Non
         raise InvalidParameter("project_name and strategy must not be NULL")
     project = find_project(plpy, project_name)
     if project is None:
-        raise PgmlError(f"there is no project {project_name}", sqlstate="42704")
+        raise UndefinedObject(f"there is no project {project_name}")
     if strategy == "specific":
         raise InvalidParameter("the specific strategy deploys one model: call pgml.deploy(model_id)")
     lock_project(plpy, project["id"])
@@ -475,13 +474,14 @@ def deploy_strategy(plpy, project_name: str, strategy: str, algorithm: str | Non
             chosen = newest
     elif strategy == "rollback":
         if current is None:
-            raise PgmlError(f"project {project_name} has no deployed model to roll back", sqlstate="55000")
+            raise ObjectNotInPrerequisiteState(f"project {project_name} has no deployed model to roll back")
         earlier = plpy.execute(_plan(plpy, "SELECT d.model_id FROM pgml.deployments d JOIN pgml.models m "
                                            "ON m.id = d.model_id WHERE d.project_id = $1 AND d.model_id <> $2 "
                                            "AND m.status = 'successful' ORDER BY d.id DESC LIMIT 1",
                                            ["int8", "int8"]), [project["id"], current["id"]])
         if not len(earlier):
-            raise PgmlError(f"project {project_name} has no earlier deployment to roll back to", sqlstate="55000")
+            raise ObjectNotInPrerequisiteState(f"project {project_name} has no earlier deployment to roll "
+                                               "back to")
         chosen = next((m for m in models if m["id"] == earlier[0]["model_id"]), None)
     else:
         raise InvalidParameter(f"unknown strategy {strategy!r}")

@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from ..errors import InvalidParameter, NullValue, PgmlError, one_line
+from ..errors import InvalidParameter, InvalidTransactionTermination, NullValue, one_line
 from ..models import device_for, resolve
 from ..settings import Settings
 from . import data, metrics, params, registry, signing, tasks, training
@@ -58,9 +58,10 @@ class Session:
             self.plpy.commit()
         except self.plpy.SPIError as exc:
             if getattr(exc, "sqlstate", None) == "2D000":
-                raise PgmlError("pgml.tune_run commits as it goes, so it cannot run inside a transaction block",
-                                sqlstate="2D000", hint="CALL it on its own, outside BEGIN ... COMMIT, or use "
-                                                       "SELECT * FROM pgml.tune(...) there.") from None
+                raise InvalidTransactionTermination(
+                    "pgml.tune_run commits as it goes, so it cannot run inside a transaction block",
+                    hint="CALL it on its own, outside BEGIN ... COMMIT, or use SELECT * FROM pgml.tune(...) "
+                         "there.") from None
             raise
         registry.pin_search_path(self.plpy)
 

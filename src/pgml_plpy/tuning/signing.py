@@ -23,7 +23,7 @@ import json
 import os
 import secrets
 
-from ..errors import InstallError, PgmlError
+from ..errors import DataCorrupted, InstallError
 
 # Relative: a backend's working directory is the data directory (PostgreSQL opens its own files so).
 KEY_FILE = "pgml_plpy.key"
@@ -80,7 +80,7 @@ def verify(key: bytes, model_id: int, base_model: str, lora: bool, revision, fil
                            hint="If its rows are trusted, a superuser signs the models stored before the upgrade "
                                 "by re-running sql/install.sql.")
     if not hmac.compare_digest(mac, sign(key, model_id, base_model, lora, revision, files)):
-        raise PgmlError(f"model {model_id} is refused: its files and pgml.models row are not what this server's "
-                        "pgml.tune wrote (their MAC does not match)", sqlstate="XX001",
-                        hint="They were changed outside pgml.tune, or come from a server with another key "
-                             f"({KEY_FILE} in its data directory). Deploy another model, or tune again.")
+        raise DataCorrupted(f"model {model_id} is refused: its files and pgml.models row are not what this "
+                            "server's pgml.tune wrote (their MAC does not match)",
+                            hint="They were changed outside pgml.tune, or come from a server with another key "
+                                 f"({KEY_FILE} in its data directory). Deploy another model, or tune again.")

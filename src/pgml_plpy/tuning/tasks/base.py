@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ... import interrupts
-from ...errors import InvalidParameter, NotSupported, PgmlError
+from ...errors import DatatypeMismatch, InvalidParameter, NotSupported
 from ...models import Source, load_pretrained
 from ...settings import Settings
 from ..data import Column, Relation, Rows
@@ -93,9 +93,9 @@ class TuneTask(ABC):
                 column = self._infer(rel, role, spec, named) or column
             col = rel.column(column, spec.key if role != self.y_role else f"{spec.key}, y_column_name")
             if not kind_ok(spec.kind, col):
-                raise PgmlError(f"column {column} of {rel.name} is {col.type}, but {self.task} needs "
-                                f"{KINDS[spec.kind]} there", sqlstate="42804",
-                                hint="Cast it in a view, or name another column.")
+                raise DatatypeMismatch(f"column {column} of {rel.name} is {col.type}, but {self.task} needs "
+                                       f"{KINDS[spec.kind]} there",
+                                       hint="Cast it in a view, or name another column.")
             self.columns[role] = column
         return self.columns
 
