@@ -127,11 +127,11 @@ def test_decode_spans_keeps_short_spans_in_context():
 def test_torch_threads_come_from_the_setting():
     import torch
 
-    from pgml_plpy.server import _use_threads
+    from pgml_plpy.runtimes.backend import use_threads
 
     before = torch.get_num_threads()
     try:
-        _use_threads(settings.Settings(torch_threads=2))
+        use_threads(settings.Settings(torch_threads=2))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

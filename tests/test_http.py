@@ -86,20 +86,15 @@ def cancel_after():
     def arm(seconds):
         deadline = time.monotonic() + seconds
 
-        class FakePlpy:
-            def prepare(self, query):
-                return query
-
-            def execute(self, plan):
+        class CancellingDatabase:
+            def check_interrupts(self):
                 if time.monotonic() > deadline:
                     raise Cancel("canceling statement due to user request")
 
-        interrupts.bind(FakePlpy())
-        interrupts._plan = None
+        interrupts.bind(CancellingDatabase())
 
     yield arm
     interrupts.bind(None)
-    interrupts._plan = None
 
 
 def test_json_answers_and_headers(server):

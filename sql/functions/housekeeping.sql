@@ -68,7 +68,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
-return GD['pgml_plpy'].version()
+return GD['pgml_plpy'].version(plpy)
 $$;
 
 CREATE OR REPLACE FUNCTION pgml.python_version() RETURNS text
@@ -85,7 +85,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
-return GD['pgml_plpy'].python_package_version(name)
+return GD['pgml_plpy'].python_package_version(plpy, name)
 $$;
 
 CREATE OR REPLACE FUNCTION pgml.validate_python_dependencies()

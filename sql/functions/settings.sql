@@ -32,7 +32,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
-return GD['pgml_plpy'].setting_defaults()
+return GD['pgml_plpy'].setting_defaults(plpy)
 $$;
 
 -- New settings get their defaults; values a DBA changed stay.

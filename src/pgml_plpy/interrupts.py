@@ -14,29 +14,26 @@ import time
 
 CHECK_INTERVAL = 0.1  # seconds
 
-_plpy = None
-_plan = None
+_db = None
 _last = 0.0
 
 
-def bind(plpy) -> None:
-    """Use plpy for the checks of the call now starting."""
-    global _plpy
-    _plpy = plpy
+def bind(db) -> None:
+    """Use db (a db.Database) for the checks of the call now starting."""
+    global _db
+    _db = db
 
 
 def check(force: bool = False) -> None:
-    """Let the server act on a pending interrupt (it raises plpy.SPIError for a cancel)."""
-    global _plan, _last
-    if _plpy is None or threading.current_thread() is not threading.main_thread():
+    """Let the server act on a pending interrupt (it raises PostgreSQL's error for a cancel)."""
+    global _last
+    if _db is None or threading.current_thread() is not threading.main_thread():
         return
     now = time.monotonic()
     if not force and now - _last < CHECK_INTERVAL:
         return
     _last = now
-    if _plan is None:
-        _plan = _plpy.prepare("SELECT 1")
-    _plpy.execute(_plan)
+    _db.check_interrupts()
 
 
 def _hook(module, args):

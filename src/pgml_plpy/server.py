@@ -1,89 +1,138 @@
 """The PL/Python edge: the only module that talks to plpy.
 
-SQL function bodies call these functions with the `plpy` module; each reads the
-settings, calls into the pure-Python core and turns any failure into one SQL
-ERROR with a SQLSTATE, a hint where useful, and no bare traceback.
+SQL function bodies call the entry points below as `name(plpy, *args)`. Each runs through `entry`:
+the call gets a Database over plpy (PlpyDatabase, the only code that calls plpy), interrupts are
+bound to it, the settings are read, and any failure becomes one SQL ERROR with a SQLSTATE, a hint
+where useful, and no bare traceback.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
+from collections import OrderedDict
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from . import __version__, interrupts
+from . import __version__, interrupts, jsontext
 from .cache import MODELS, Entry, release
-from .errors import InstallError, PermissionDenied, PgmlError, to_pgml_error
+from .db import PINNED_SEARCH_PATH, SqlError
+from .errors import InstallError, InvalidTransactionTermination, PermissionDenied, PgmlError, to_pgml_error
 from .settings import LIMIT_SETTINGS, TRUST_SETTINGS, Settings, defaults, from_rows
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+# ------------------------------------------------------------------------------------- the database
 
-def check_install(plpy, sql_version: str) -> None:
-    """The installed SQL functions and the venv's package must be the same release."""
-    def check():
-        if sql_version != __version__:
-            raise InstallError(
-                f"pgml SQL functions are version {sql_version} but the venv's pgml_plpy package is {__version__}",
-                hint="Re-run the install as a superuser: psql -v venv=/path/to/venv -f sql/install.sql")
-
-    _call(plpy, "install check", check)
+MAX_PLANS = 256  # prepared plans kept per backend, least recently used dropped first
+_PLANS: OrderedDict = OrderedDict()
 
 
-def _json_default(value):
-    if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+class _PlpyCursor:
+    def __init__(self, cursor):
+        self._cursor = cursor
+
+    def fetch(self, count: int) -> list[dict]:
+        return list(self._cursor.fetch(count))
+
+    def close(self) -> None:
+        self._cursor.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-_PLANS: dict[str, object] = {}
+class PlpyDatabase:
+    """db.Database over PL/Python's plpy, for one call."""
+
+    def __init__(self, plpy):
+        self.plpy = plpy
+        self._pinned = False
+
+    def _plan(self, sql: str, types):
+        key = (sql, tuple(types))
+        plan = _PLANS.get(key)
+        if plan is None:
+            plan = _PLANS[key] = self.plpy.prepare(sql, list(types))
+            if len(_PLANS) > MAX_PLANS:
+                _PLANS.popitem(last=False)
+        else:
+            _PLANS.move_to_end(key)
+        return plan
+
+    def execute(self, sql, params=(), types=()):
+        return list(self.plpy.execute(self._plan(sql, types), list(params)))
+
+    def cursor(self, sql, params=(), types=()):
+        return _PlpyCursor(self.plpy.cursor(self._plan(sql, types), list(params)))
+
+    @contextmanager
+    def subtransaction(self):
+        try:
+            with self.plpy.subtransaction():
+                yield
+        except self.plpy.SPIError as exc:
+            spidata = getattr(exc, "spidata", None) or ()
+            raise SqlError(str(exc), getattr(exc, "sqlstate", None),
+                           spidata[1] if len(spidata) > 1 else None) from None
+
+    def notice(self, message: str) -> None:
+        self.plpy.notice(message)
+
+    def commit(self, doing: str, hint: str) -> None:
+        try:
+            self.plpy.commit()
+        except self.plpy.SPIError as exc:
+            if getattr(exc, "sqlstate", None) == "2D000":
+                raise InvalidTransactionTermination(f"{doing}, so it cannot run inside a transaction block",
+                                                    hint=hint) from None
+            raise
+        self._repin()
+
+    def rollback(self) -> None:
+        self.plpy.rollback()
+        self._repin()
+
+    def pin_search_path(self) -> None:
+        self.execute("SELECT pg_catalog.set_config('search_path', $1, true)", [PINNED_SEARCH_PATH], ["text"])
+        self._pinned = True
+
+    def _repin(self) -> None:
+        if self._pinned:
+            self.pin_search_path()
+
+    def regclass(self, name: str) -> int:
+        return self.execute("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", [name], ["text"])[0]["oid"]
+
+    def quote_ident(self, name: str) -> str:
+        return self.plpy.quote_ident(name)
+
+    def quote_literal(self, value: str) -> str:
+        return self.plpy.quote_literal(value)
+
+    def check_interrupts(self) -> None:
+        self.execute("SELECT 1")
 
 
-def _plan(plpy, query: str):
-    """A prepared plan, kept for the backend's life."""
-    if query not in _PLANS:
-        _PLANS[query] = plpy.prepare(query)
-    return _PLANS[query]
+# ----------------------------------------------------------------------------------- entry points
 
 
-def _superuser(plpy) -> bool:
+def _superuser(db) -> bool:
     """Whether the calling role is a superuser, from the catalog, never from a GUC: any user can SET a
     pgml.* placeholder."""
-    return plpy.execute(_plan(plpy, "SELECT r.rolsuper FROM pg_catalog.pg_roles r "
-                                    "WHERE r.rolname = current_user"))[0]["rolsuper"]
+    return db.execute("SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user")[0]["rolsuper"]
 
 
-def _settings(plpy) -> Settings:
+def _settings(db) -> Settings:
     """The settings for the calling role, with the model cache's caps applied to this backend."""
-    rows = plpy.execute(_plan(plpy, "SELECT name, value::text AS value FROM pgml.settings"))
-    settings = from_rows(((row["name"], row["value"]) for row in rows), superuser=_superuser(plpy))
+    rows = db.execute("SELECT name, value::text AS value FROM pgml.settings")
+    settings = from_rows(((row["name"], row["value"]) for row in rows), superuser=_superuser(db))
     MODELS.limit(settings.max_models, settings.max_model_bytes)
     return settings
-
-
-def check_setting(plpy, td) -> None:
-    """pgml.settings' trigger: a new or changed setting must be a known name with a valid value, and a
-    trust setting is added, changed or removed only by a superuser (whatever a role was granted)."""
-    def check():
-        old, new = td["old"], td["new"]
-        changed = old is None or new is None or (old["name"], old["value"]) != (new["name"], new["value"])
-        trust = sorted({row["name"] for row in (old, new) if row is not None} & TRUST_SETTINGS)
-        if changed and trust and not _superuser(plpy):
-            raise PermissionDenied(
-                f"pgml.settings: {', '.join(trust)} decides what code or weights the server loads: only a "
-                "superuser may change it",
-                hint="Members of pgml_admin change the limits: " + ", ".join(sorted(LIMIT_SETTINGS)) + ".")
-        if new is not None:
-            from_rows([(new["name"], new["value"])])
-
-    _call(plpy, "pgml.settings", check)
-
-
-def _use_threads(settings: Settings) -> None:
-    from .runtimes.backend import use_threads
-
-    use_threads(settings)
 
 
 _sql_error_class = None
@@ -104,10 +153,10 @@ def _report(plpy, err: PgmlError):
     raise exc
 
 
-def _call(plpy, doing: str, fn, *args, **kwargs):
-    interrupts.bind(plpy)
+def _call(plpy, db, doing: str, fn):
+    interrupts.bind(db)
     try:
-        result = fn(*args, **kwargs)
+        result = fn()
         # A cancel that came after the last check is acted on now, in this statement,
         # rather than left pending for the next one.
         interrupts.check(force=True)
@@ -116,48 +165,24 @@ def _call(plpy, doing: str, fn, *args, **kwargs):
         _report(plpy, to_pgml_error(exc, doing))
 
 
-def transform(plpy, task, args, inputs, *, task_is_json: bool, inputs_are_json: bool) -> str:
-    def run():
-        from .transform import transform as run_transform
-
-        settings = _settings(plpy)
-        result = run_transform(task, args, inputs, task_is_json=task_is_json, inputs_are_json=inputs_are_json,
-                               settings=settings, deployed=lambda name: _deployed(plpy, name, settings))
-        return json.dumps(result, default=_json_default)
-
-    return _call(plpy, "transform", run)
-
-
-def transform_stream(plpy, task, args, inputs, *, task_is_json: bool, inputs_are_json: bool):
-    def pieces():
-        from .transform import transform_stream as run_stream
-
-        settings = _settings(plpy)
-        for piece in run_stream(task, args, inputs, task_is_json=task_is_json, inputs_are_json=inputs_are_json,
-                                settings=settings, deployed=lambda name: _deployed(plpy, name, settings)):
-            yield json.dumps([piece])
-
-    return _stream(plpy, "transform_stream", pieces)
-
-
 _NO_ROWS = object()
 
 
-def _stream(plpy, doing: str, make):
+def _stream(plpy, db, doing: str, make):
     """_call for set-returning functions: rows one at a time, failures as one SQL error.
 
     The first row is computed before returning, so that bad arguments fail the call itself
     (PL/Python reports an error raised while iterating as "error fetching next item from
     iterator", with the real message only in DETAIL).
     """
-    rows = iter(_call(plpy, doing, make))
-    first = _call(plpy, doing, next, rows, _NO_ROWS)
+    rows = iter(_call(plpy, db, doing, make))
+    first = _call(plpy, db, doing, lambda: next(rows, _NO_ROWS))
 
     def rest():
         if first is _NO_ROWS:
             return
         yield first
-        interrupts.bind(plpy)
+        interrupts.bind(db)
         try:
             yield from rows
             interrupts.check(force=True)
@@ -169,6 +194,80 @@ def _stream(plpy, doing: str, make):
     return rest()
 
 
+def entry(doing: str, *, settings: bool = True, threads: bool = False, streams: bool = False):
+    """A PL/Python entry point: the SQL body calls it as name(plpy, *args), and it runs as
+    fn(db, settings, *args) (fn(db, *args) where settings=False), with
+
+    - interrupts bound to this call's Database (a cancel reaches the work, and is acted on at its end);
+    - the settings of the calling role read from pgml.settings;
+    - torch's threads set from them when threads (work in this backend; routed calls import no torch);
+    - any failure one SQL error saying `doing`; streams: a set-returning function whose rows come one
+      at a time (the first before the call returns)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(plpy, *args, **kwargs):
+            db = PlpyDatabase(plpy)
+
+            def run():
+                if not settings:
+                    return fn(db, *args, **kwargs)
+                current = _settings(db)
+                if threads:
+                    from .runtimes.backend import use_threads
+
+                    use_threads(current)
+                return fn(db, current, *args, **kwargs)
+
+            return (_stream if streams else _call)(plpy, db, doing, run)
+
+        return call
+
+    return wrap
+
+
+@entry("install check", settings=False)
+def check_install(db, sql_version: str) -> None:
+    """The installed SQL functions and the venv's package must be the same release."""
+    if sql_version != __version__:
+        raise InstallError(f"pgml SQL functions are version {sql_version} but the venv's pgml_plpy package is "
+                           f"{__version__}",
+                           hint="Re-run the install as a superuser: psql -v venv=/path/to/venv -f sql/install.sql")
+
+
+@entry("pgml.settings", settings=False)
+def check_setting(db, td) -> None:
+    """pgml.settings' trigger: a new or changed setting must be a known name with a valid value, and a
+    trust setting is added, changed or removed only by a superuser (whatever a role was granted)."""
+    old, new = td["old"], td["new"]
+    changed = old is None or new is None or (old["name"], old["value"]) != (new["name"], new["value"])
+    trust = sorted({row["name"] for row in (old, new) if row is not None} & TRUST_SETTINGS)
+    if changed and trust and not _superuser(db):
+        raise PermissionDenied(
+            f"pgml.settings: {', '.join(trust)} decides what code or weights the server loads: only a "
+            "superuser may change it",
+            hint="Members of pgml_admin change the limits: " + ", ".join(sorted(LIMIT_SETTINGS)) + ".")
+    if new is not None:
+        from_rows([(new["name"], new["value"])])
+
+
+@entry("transform")
+def transform(db, settings, task, args, inputs, *, task_is_json: bool, inputs_are_json: bool) -> str:
+    from .transform import transform as run
+
+    result = run(task, args, inputs, task_is_json=task_is_json, inputs_are_json=inputs_are_json,
+                 settings=settings, deployed=_deployed(db, settings))
+    return jsontext.dumps(result)
+
+
+@entry("transform_stream", streams=True)
+def transform_stream(db, settings, task, args, inputs, *, task_is_json: bool, inputs_are_json: bool):
+    from .transform import transform_stream as run
+
+    pieces = run(task, args, inputs, task_is_json=task_is_json, inputs_are_json=inputs_are_json,
+                 settings=settings, deployed=_deployed(db, settings))
+    return (jsontext.dumps([piece]) for piece in pieces)
+
+
 def _rows(entries: list[Entry]) -> list[tuple]:
     """loaded_models' columns for cache entries."""
     def when(seconds: float) -> datetime:
@@ -178,79 +277,71 @@ def _rows(entries: list[Entry]) -> list[tuple]:
              when(e.last_used), e.hits) for e in entries]
 
 
-def loaded_models(plpy) -> list[tuple]:
+@entry("loaded_models", settings=False)
+def loaded_models(db) -> list[tuple]:
     return _rows(MODELS.entries())
 
 
-def unload(plpy, model, task) -> list[tuple]:
+@entry("unload", settings=False)
+def unload(db, model, task) -> list[tuple]:
     """Unload every model loaded under that name (and task, when given); rows of what was freed."""
-    return _call(plpy, "unload", lambda: _rows(MODELS.unload(
-        lambda e: e.model == model and (task is None or e.task == task))))
+    return _rows(MODELS.unload(lambda e: e.model == model and (task is None or e.task == task)))
 
 
-def clear_cache(plpy) -> list[tuple]:
-    return _call(plpy, "clear_cache", lambda: _rows(MODELS.unload(lambda e: True)))
+@entry("clear_cache", settings=False)
+def clear_cache(db) -> list[tuple]:
+    return _rows(MODELS.unload(lambda e: True))
 
 
-def clear_gpu_cache(plpy, memory_usage) -> bool:
+@entry("clear_gpu_cache", settings=False)
+def clear_gpu_cache(db, memory_usage) -> bool:
     """PostgresML's: empty the CUDA cache (when its use is at least memory_usage of the GPU)."""
-    def run():
-        import torch
+    import torch
 
-        if not torch.cuda.is_available():
-            return False
-        used = torch.cuda.memory_reserved() / torch.cuda.get_device_properties(0).total_memory
-        if memory_usage is not None and used < memory_usage:
-            return False
-        release()
-        return True
-
-    return _call(plpy, "clear_gpu_cache", run)
+    if not torch.cuda.is_available():
+        return False
+    used = torch.cuda.memory_reserved() / torch.cuda.get_device_properties(0).total_memory
+    if memory_usage is not None and used < memory_usage:
+        return False
+    release()
+    return True
 
 
-def preload(plpy, task) -> list[tuple]:
+@entry("preload")
+def preload(db, settings, task) -> list[tuple]:
     """Load a transform task's model (task: a name or JSON text) ahead of its first call; its row."""
-    def run():
-        from .inputs import parse_task
-        from .runtimes.backend import load_task
-        from .transform import task_of
+    from .inputs import parse_task
+    from .runtimes.backend import load_task
+    from .transform import task_of
 
-        settings = _settings(plpy)
-
-        def deployed(model):
-            return _deployed(plpy, model, settings)
-
-        spec = parse_task(task, is_json=False)
-        name, _, model = task_of(spec, {}, settings, deployed)
-        loaded = load_task(name, model, spec.options, settings, deployed)
-        return _rows([MODELS.entry_of(loaded)])
-
-    return _call(plpy, "preload", run)
+    deployed = _deployed(db, settings)
+    spec = parse_task(task, is_json=False)
+    name, _, model = task_of(spec, {}, settings, deployed)
+    loaded = load_task(name, model, spec.options, settings, deployed)
+    return _rows([MODELS.entry_of(loaded)])
 
 
-def preload_embed(plpy, transformer, kwargs) -> list[tuple]:
+@entry("preload_embed", threads=True)
+def preload_embed(db, settings, transformer, kwargs) -> list[tuple]:
     """Load pgml.embed's model ahead of its first call; its loaded_models row."""
-    def run():
-        from .embeddings import embed_request, load_embedder
-        from .runtimes.backend import use_threads
+    from .embeddings import embed_request, load_embedder
 
-        settings = _settings(plpy)
-        use_threads(settings)
-        request = embed_request(transformer, [], kwargs, settings)
-        return _rows([MODELS.entry_of(load_embedder(request.model, request.build, settings))])
-
-    return _call(plpy, "preload_embed", run)
+    request = embed_request(transformer, [], kwargs, settings)
+    return _rows([MODELS.entry_of(load_embedder(request.model, request.build, settings))])
 
 
-def version() -> str:
+@entry("version", settings=False)
+def version(db) -> str:
     return __version__
 
 
-def setting_defaults() -> list[tuple[str, str, str]]:
+@entry("setting defaults", settings=False)
+def setting_defaults(db) -> list[tuple[str, str, str]]:
     return defaults()
 
 
-def python_package_version(name: str) -> str | None:
+@entry("python_package_version", settings=False)
+def python_package_version(db, name: str) -> str | None:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as dist_version
 
@@ -260,63 +351,50 @@ def python_package_version(name: str) -> str | None:
         return None
 
 
-def validate_python_dependencies(plpy) -> list[tuple[str, str]]:
+@entry("validate_python_dependencies", settings=False)
+def validate_python_dependencies(db) -> list[tuple[str, str]]:
     """(distribution, version) for each dependency; an error names any that is missing."""
     from .validate import dependencies
 
-    return _call(plpy, "validate_python_dependencies", dependencies)
+    return dependencies()
 
 
-def validate(plpy) -> list[tuple[str, bool, str]]:
+@entry("validate", threads=True)
+def validate(db, settings) -> list[tuple[str, bool, str]]:
     """pgml.validate: each part of the installation, whether it works, and what to fix."""
-    def run():
-        from .validate import checks
+    from .validate import checks
 
-        settings = _settings(plpy)
-        _use_threads(settings)
-        return checks(plpy, settings)
-
-    return _call(plpy, "validate", run)
+    return checks(db, settings)
 
 
-def embed(plpy, transformer, inputs, kwargs) -> list[str]:
-    def run():
-        from .embeddings import embed as run_embed
+@entry("embed")
+def embed(db, settings, transformer, inputs, kwargs) -> list[str]:
+    from .embeddings import embed as run
 
-        settings = _settings(plpy)
-        return run_embed(transformer, inputs, kwargs, settings)
-
-    return _call(plpy, "embed", run)
+    return run(transformer, inputs, kwargs, settings)
 
 
-def rank(plpy, transformer, query, documents, kwargs):
-    def run():
-        from .embeddings import rank as run_rank
+@entry("rank")
+def rank(db, settings, transformer, query, documents, kwargs):
+    from .embeddings import rank as run
 
-        settings = _settings(plpy)
-        return run_rank(transformer, query, documents, kwargs, settings)
-
-    return _call(plpy, "rank", run)
+    return run(transformer, query, documents, kwargs, settings)
 
 
-def embed_table(plpy, relation, text_column, embedding_column, transformer, kwargs, batch_size) -> None:
-    def run():
-        from .embed_table import run as run_embed_table
+@entry("embed_table")
+def embed_table(db, settings, relation, text_column, embedding_column, transformer, kwargs, batch_size) -> None:
+    from .embed_table import run
 
-        settings = _settings(plpy)
-        # PL/Python hands a regclass over as its name: resolve it in the caller's search_path.
-        oid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]),
-                           [relation])[0]["oid"]
-        run_embed_table(plpy, oid, text_column, embedding_column, transformer, kwargs, batch_size, settings)
-
-    _call(plpy, "embed_table", run)
+    # PL/Python hands a regclass over as its name: resolved in the caller's search_path, before run pins it.
+    run(db, db.regclass(relation), text_column, embedding_column, transformer, kwargs, batch_size, settings)
 
 
-def nearest(plpy, relation, column_name, query, k, metric) -> list[tuple]:
+@entry("nearest", settings=False)
+def nearest(db, relation, column_name, query, k, metric) -> list[tuple]:
     """pgml.nearest: (tableoid, ctid, distance) of the k rows nearest to query."""
-    from .vectors import nearest as run_nearest
+    from .vectors import nearest as run
 
-    return _call(plpy, "nearest", run_nearest, plpy, relation, column_name, query, k, metric)
+    return run(db.plpy, relation, column_name, query, k, metric)
 
 
 _similarity = None
@@ -325,8 +403,8 @@ _similarity = None
 def similarity(plpy, kind, a, b):
     """pgml.cosine_distance, cosine_similarity, dot_product on two arrays' bytes.
 
-    Called once per row, so with neither _call's interrupt check (a query in itself: the scan
-    calling it answers cancels) nor an import statement per call (microseconds each)."""
+    Called once per row, so not through entry: neither its interrupt check (a query in itself: the scan
+    calling it answers cancels) nor its Database, nor an import statement per call (microseconds each)."""
     global _similarity
     if _similarity is None:
         from .vectors import similarity as _similarity
@@ -336,100 +414,83 @@ def similarity(plpy, kind, a, b):
         _report(plpy, to_pgml_error(exc, "similarity"))
 
 
-def chunk(plpy, splitter, text, kwargs) -> list[tuple[int, str]]:
+@entry("chunk", settings=False)
+def chunk(db, splitter, text, kwargs) -> list[tuple[int, str]]:
     """pgml.chunk: (chunk_index, chunk) rows, chunk_index from 1."""
-    def run():
-        from .chunking import chunk as run_chunk
+    from .chunking import chunk as run
 
-        return run_chunk(splitter, text, kwargs)
-
-    return _call(plpy, "chunk", run)
+    return run(splitter, text, kwargs)
 
 
-def load_dataset(plpy, source, subset, limit, kwargs) -> list[tuple[str, int]]:
+@entry("load_dataset")
+def load_dataset(db, settings, source, subset, limit, kwargs) -> list[tuple[str, int]]:
     """pgml.load_dataset: [(table_name, rows)] after writing pgml."<table_name>"."""
-    def run():
-        from .datasets_loader import load_dataset as run_load
+    from .datasets_loader import load_dataset as run
 
-        return run_load(plpy, source, subset, limit, kwargs, settings=_settings(plpy))
-
-    return _call(plpy, "load_dataset", run)
+    return run(db.plpy, source, subset, limit, kwargs, settings=settings)
 
 
 # ------------------------------------------------------------------------------------ fine-tuning
 
 
-def _deployed(plpy, name, settings):
-    """A tuned model deployed under the project name `name`, for pgml.transform (None: not a project)."""
-    from .tuning.registry import deployed
+def _deployed(db, settings):
+    """pgml.transform's lookup of a tuned model deployed under a project name (None: not a project)."""
+    def lookup(name):
+        from .tuning.registry import deployed
 
-    return deployed(plpy, name, settings)
+        return deployed(db.plpy, name, settings)
+
+    return lookup
 
 
-def tune(plpy, project_name, task, relation_name, y_column_name, model_name, hyperparams, test_size,
+@entry("tune", threads=True)
+def tune(db, settings, project_name, task, relation_name, y_column_name, model_name, hyperparams, test_size,
          test_sampling, automatic_deploy, materialize_snapshot, *, procedure: bool):
     """pgml._tune (one transaction; relation_name is an oid) and CALL pgml.tune_run (a procedure that
     commits progress as it goes; relation_name is a name in the caller's search_path)."""
-    def run():
-        from .tuning.run import Call
-        from .tuning.run import tune as run_tune
+    from .tuning.run import Call
+    from .tuning.run import tune as run
 
-        settings = _settings(plpy)
-        _use_threads(settings)
-        relation = relation_name
-        if procedure and relation_name is not None:
-            # before the procedure pins its search_path: the name as the caller sees it
-            relation = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid",
-                                                 ["text"]), [relation_name])[0]["oid"]
-        call = Call(project_name, task, relation, y_column_name, model_name, hyperparams, test_size,
-                    test_sampling, automatic_deploy, materialize_snapshot)
-        result = run_tune(plpy, call, settings, commits=procedure)
-        if procedure:
-            return (result["model_id"], result["status"], result["deployed"])
-        return [(result["status"], result["task"], result["algorithm"], result["deployed"])]
-
-    return _call(plpy, "tune", run)
+    relation = relation_name
+    if procedure and relation_name is not None:
+        relation = db.regclass(relation_name)  # before the procedure pins its search_path: as the caller sees it
+    call = Call(project_name, task, relation, y_column_name, model_name, hyperparams, test_size, test_sampling,
+                automatic_deploy, materialize_snapshot)
+    result = run(db.plpy, call, settings, commits=procedure)
+    if procedure:
+        return (result["model_id"], result["status"], result["deployed"])
+    return [(result["status"], result["task"], result["algorithm"], result["deployed"])]
 
 
-def sign_models(plpy) -> int:
+@entry("signing tuned models", settings=False)
+def sign_models(db) -> int:
     """The install's pgml._sign_models(): the server's key made if missing, unsigned models signed."""
-    def run():
-        from .tuning.registry import sign_unsigned
-        from .tuning.signing import create_key
+    from .tuning.registry import sign_unsigned
+    from .tuning.signing import create_key
 
-        create_key()
-        return sign_unsigned(plpy)
-
-    return _call(plpy, "signing tuned models", run)
+    create_key()
+    return sign_unsigned(db.plpy)
 
 
-def predict(plpy, project, texts, pairs) -> list:
+@entry("predict")
+def predict(db, settings, project, texts, pairs) -> list:
     """pgml.predict / pgml.predict_batch: labels from a tuned (text-pair) classification project."""
-    def run():
-        from .transform import predict as run_predict
+    from .transform import predict as run
 
-        settings = _settings(plpy)
-        return run_predict(project, texts, pairs, settings=settings,
-                           deployed=lambda name: _deployed(plpy, name, settings))
-
-    return _call(plpy, "predict", run)
+    return run(project, texts, pairs, settings=settings, deployed=_deployed(db, settings))
 
 
-def deploy(plpy, model_id):
+@entry("deploy", settings=False)
+def deploy(db, model_id):
     """pgml.deploy(model_id): deploy (or roll back to) one model."""
-    def run():
-        from .tuning.registry import deploy_model
+    from .tuning.registry import deploy_model
 
-        return deploy_model(plpy, model_id)
-
-    return _call(plpy, "deploy", run)
+    return deploy_model(db.plpy, model_id)
 
 
-def deploy_strategy(plpy, project_name, strategy, algorithm):
+@entry("deploy", settings=False)
+def deploy_strategy(db, project_name, strategy, algorithm):
     """pgml.deploy(project_name, strategy, algorithm): best_score, most_recent, rollback, new_score."""
-    def run():
-        from .tuning.registry import deploy_strategy as run_deploy
+    from .tuning.registry import deploy_strategy as run
 
-        return run_deploy(plpy, project_name, strategy, algorithm)
-
-    return _call(plpy, "deploy", run)
+    return run(db.plpy, project_name, strategy, algorithm)

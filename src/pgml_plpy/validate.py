@@ -97,12 +97,12 @@ def _route_check(route, settings: Settings):
     return lambda: runtime_of(route).check(route, settings)
 
 
-def checks(plpy, settings: Settings) -> list[tuple[str, bool, str]]:
+def checks(db, settings: Settings) -> list[tuple[str, bool, str]]:
     """(item, ok, detail) for each part of the installation."""
-    venv = plpy.execute("SELECT pgml._venv() AS venv")[0]["venv"]
+    venv = db.execute("SELECT pgml._venv() AS venv")[0]["venv"]
 
     def roles() -> str:
-        found = {r["rolname"] for r in plpy.execute(
+        found = {r["rolname"] for r in db.execute(
             "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname IN ('pgml_user', 'pgml_admin')")}
         if len(found) < 2:
             raise InstallError("the roles pgml_user and pgml_admin are missing",
