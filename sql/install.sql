@@ -17,19 +17,26 @@ CREATE EXTENSION IF NOT EXISTS plpython3u;
 CREATE SCHEMA IF NOT EXISTS pgml;
 COMMENT ON SCHEMA pgml IS 'pgml_plpy: Hugging Face models from SQL';
 
-\ir functions/housekeeping.sql
+-- Types, tables and views (hand-written, idempotent), then the roles and the tables' grants.
+\ir schema/settings.sql
+\ir schema/lifecycle.sql
+\ir schema/tune.sql
+\ir schema/roles.sql
+-- Every function with its grant, generated from src/pgml_plpy/sqlapi.py by scripts/gen_sql.py.
+\ir functions/all.sql
 SELECT pgml.activate_venv(:'venv');
-\ir functions/settings.sql
-\ir functions/transform.sql
-\ir functions/chunk.sql
-\ir functions/load_dataset.sql
-\ir functions/embed.sql
-\ir functions/vectors.sql
-\ir functions/lifecycle.sql
-\ir functions/tune.sql
-\ir functions/predict.sql
 
-\ir functions/roles.sql
+-- pgml.settings checks each new value (so that a typo cannot break every call, and that only a
+-- superuser adds, changes or removes a trust setting); new settings get their defaults, values a DBA
+-- changed stay.
+CREATE OR REPLACE TRIGGER check_setting BEFORE INSERT OR UPDATE OR DELETE ON pgml.settings
+FOR EACH ROW EXECUTE FUNCTION pgml._check_setting();
+INSERT INTO pgml.settings (name, value, description)
+SELECT name, value::jsonb, description FROM pgml._setting_defaults()
+ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description;
+-- The server's key for signing tuned models (made unless it exists), and the models stored before
+-- signing existed signed.
+SELECT pgml._sign_models() AS tuned_models_signed;
 
 -- Fails here, rolling everything back, when the venv cannot be used.
 SELECT pgml.version() AS pgml_version;

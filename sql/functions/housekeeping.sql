@@ -1,15 +1,23 @@
+-- Generated from src/pgml_plpy/sqlapi.py by scripts/gen_sql.py: edit the table, then run .venv/bin/python scripts/gen_sql.py
 -- Activation of the venv in each backend, version checks and PostgresML's housekeeping functions.
 
--- The release these SQL functions belong to; the venv's package must match it.
-CREATE OR REPLACE FUNCTION pgml._sql_version() RETURNS text
+-- The venv's package must be the same release (checked on activation).
+CREATE OR REPLACE FUNCTION pgml._sql_version()
+RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT '0.1.0'::text $$;
+AS $$
+SELECT '0.1.0'::text
+$$;
+COMMENT ON FUNCTION pgml._sql_version() IS 'the release these SQL functions belong to';
+REVOKE ALL ON FUNCTION pgml._sql_version() FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._sql_version() TO pgml_user;
 
--- Records the venv as the body of pgml._venv(), which only its owner (the installing
--- superuser) can replace: the venv decides what code the server runs, so it is never a
--- GUC that any user could SET. New connections use the new venv.
-CREATE OR REPLACE FUNCTION pgml.activate_venv(venv text) RETURNS boolean
+-- Records the venv as the body of pgml._venv(), which only its owner (the installing superuser)
+-- can replace: the venv decides what code the server runs, so it is never a GUC that any user
+-- could SET. New connections use the new venv.
+CREATE OR REPLACE FUNCTION pgml.activate_venv(venv text)
+RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -26,14 +34,18 @@ BEGIN
   END;
   EXECUTE format('CREATE OR REPLACE FUNCTION pgml._venv() RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE '
                  'SET search_path = pg_catalog, pg_temp AS %L', format('SELECT %L::text', venv));
+  REVOKE ALL ON FUNCTION pgml._venv() FROM PUBLIC;
+  GRANT EXECUTE ON FUNCTION pgml._venv() TO pgml_user;
   RETURN true;
 END
 $$;
-REVOKE ALL ON FUNCTION pgml.activate_venv(text) FROM PUBLIC;
+COMMENT ON FUNCTION pgml.activate_venv(text) IS 'records the venv the server''s Python uses';
+REVOKE ALL ON FUNCTION pgml.activate_venv(text) FROM PUBLIC, pgml_user, pgml_admin;
 
 -- Puts the venv's site-packages (with its .pth files) in front of the server's sys.path once
 -- per backend and imports the package; every plpython3u function calls it on first use.
-CREATE OR REPLACE FUNCTION pgml._activate() RETURNS text
+CREATE OR REPLACE FUNCTION pgml._activate()
+RETURNS text
 LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -61,8 +73,12 @@ if 'pgml_plpy' not in GD:
     GD['pgml_plpy'] = server
 return row['venv']
 $$;
+COMMENT ON FUNCTION pgml._activate() IS 'puts the venv on sys.path and imports pgml_plpy, once per backend';
+REVOKE ALL ON FUNCTION pgml._activate() FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._activate() TO pgml_user;
 
-CREATE OR REPLACE FUNCTION pgml.version() RETURNS text
+CREATE OR REPLACE FUNCTION pgml.version()
+RETURNS text
 LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -70,23 +86,34 @@ if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
 return GD['pgml_plpy'].version(plpy)
 $$;
+COMMENT ON FUNCTION pgml.version() IS 'the version of pgml_plpy';
+REVOKE ALL ON FUNCTION pgml.version() FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml.version() TO pgml_user;
 
-CREATE OR REPLACE FUNCTION pgml.python_version() RETURNS text
+CREATE OR REPLACE FUNCTION pgml.python_version()
+RETURNS text
 LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS $$
 import sys
 return sys.version
 $$;
+COMMENT ON FUNCTION pgml.python_version() IS 'the version of the server''s Python';
+REVOKE ALL ON FUNCTION pgml.python_version() FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml.python_version() TO pgml_user;
 
-CREATE OR REPLACE FUNCTION pgml.python_package_version(name text) RETURNS text
+CREATE OR REPLACE FUNCTION pgml.python_package_version(name text)
+RETURNS text
 LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
-return GD['pgml_plpy'].python_package_version(plpy, name)
+return GD['pgml_plpy'].python_package_version(plpy, *args)
 $$;
+COMMENT ON FUNCTION pgml.python_package_version(text) IS 'the version of a Python distribution in the venv';
+REVOKE ALL ON FUNCTION pgml.python_package_version(text) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml.python_package_version(text) TO pgml_admin;
 
 CREATE OR REPLACE FUNCTION pgml.validate_python_dependencies()
 RETURNS TABLE (package text, version text)
@@ -97,8 +124,10 @@ if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
 return GD['pgml_plpy'].validate_python_dependencies(plpy)
 $$;
+COMMENT ON FUNCTION pgml.validate_python_dependencies() IS 'each dependency of pgml_plpy and its version; an error names any that is missing';
+REVOKE ALL ON FUNCTION pgml.validate_python_dependencies() FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml.validate_python_dependencies() TO pgml_admin;
 
--- The installation checked end to end: one row per part, whether it works, and what to fix.
 CREATE OR REPLACE FUNCTION pgml.validate()
 RETURNS TABLE (item text, ok boolean, detail text)
 LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
@@ -108,3 +137,6 @@ if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
 return GD['pgml_plpy'].validate(plpy)
 $$;
+COMMENT ON FUNCTION pgml.validate() IS 'the installation checked end to end: one row per part, whether it works, and what to fix';
+REVOKE ALL ON FUNCTION pgml.validate() FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml.validate() TO pgml_admin;

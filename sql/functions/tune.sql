@@ -1,114 +1,14 @@
+-- Generated from src/pgml_plpy/sqlapi.py by scripts/gen_sql.py: edit the table, then run .venv/bin/python scripts/gen_sql.py
 -- Fine-tuning from tables: pgml.tune (PostgresML's function, one transaction), CALL pgml.tune_run (the
--- same, committing its progress as it goes), the model registry, and pgml.deploy.
---
--- The registry tables are created once and never dropped or rewritten here: re-running the install
--- keeps every project, model and file. Privileges are in roles.sql: pgml_user reads them
--- (pgml.transform serves a project's deployed model from pgml.files in any backend); no role writes
--- them directly but their owner: pgml.tune and pgml.deploy write through the SECURITY DEFINER
--- functions pgml._registry_* below, which check what they touch.
+-- same, committing its progress as it goes), pgml.deploy, and the functions that write the
+-- registry. The registry's tables are in sql/schema/tune.sql.
 
-DO $$ BEGIN
-  CREATE TYPE pgml.sampling AS ENUM ('random', 'last', 'stratified');
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $$;
-
-DO $$ BEGIN
-  CREATE TYPE pgml.strategy AS ENUM ('new_score', 'best_score', 'most_recent', 'rollback', 'specific');
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $$;
-
-CREATE TABLE IF NOT EXISTS pgml.projects (
-  id bigserial PRIMARY KEY,
-  name text NOT NULL UNIQUE,
-  task text NOT NULL,
-  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-COMMENT ON TABLE pgml.projects IS 'pgml.tune projects: a name (what pgml.transform serves) and its task';
-
-CREATE TABLE IF NOT EXISTS pgml.snapshots (
-  id bigserial PRIMARY KEY,
-  relation_name text NOT NULL,
-  y_column_name text[],
-  test_size real NOT NULL,
-  test_sampling pgml.sampling NOT NULL,
-  materialized boolean NOT NULL DEFAULT false,
-  columns jsonb,
-  analysis jsonb,
-  created_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-COMMENT ON TABLE pgml.snapshots IS 'what a pgml.tune read: relation, columns, split, row counts (and with '
-  'materialize_snapshot a copy in pgml.snapshot_<id>)';
-
-CREATE TABLE IF NOT EXISTS pgml.models (
-  id bigserial PRIMARY KEY,
-  project_id bigint NOT NULL REFERENCES pgml.projects (id) ON DELETE CASCADE,
-  snapshot_id bigint REFERENCES pgml.snapshots (id) ON DELETE SET NULL,
-  task text NOT NULL,
-  algorithm text NOT NULL DEFAULT 'transformers',
-  runtime text NOT NULL DEFAULT 'python',
-  base_model text NOT NULL,
-  lora boolean NOT NULL DEFAULT false,
-  hyperparams jsonb NOT NULL DEFAULT '{}',
-  status text NOT NULL CHECK (status IN ('in_progress', 'successful', 'failed', 'cancelled')),
-  metrics jsonb,
-  progress jsonb,
-  timings jsonb,
-  error text,
-  pid integer,
-  backend_start timestamptz,
-  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS models_project_id_idx ON pgml.models (project_id);
--- Added by the upgrade that introduced it: the HMAC-SHA256 of the model's identity and files, keyed
--- with the server's key (src/pgml_plpy/tuning/signing.py). Models stored before are signed below.
-ALTER TABLE pgml.models ADD COLUMN IF NOT EXISTS files_mac text;
-COMMENT ON COLUMN pgml.models.files_mac IS 'HMAC-SHA256 (server key) of the model''s id, base model, LoRA flag, '
-  'revision and files'' part checksums: serving refuses files the server''s tuning did not write';
-COMMENT ON TABLE pgml.models IS 'one row per pgml.tune: status, base model, hyperparams, metrics on the test split, '
-  'latest progress, timings';
-
-CREATE TABLE IF NOT EXISTS pgml.deployments (
-  id bigserial PRIMARY KEY,
-  project_id bigint NOT NULL REFERENCES pgml.projects (id) ON DELETE CASCADE,
-  model_id bigint NOT NULL REFERENCES pgml.models (id) ON DELETE CASCADE,
-  strategy pgml.strategy NOT NULL,
-  created_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS deployments_project_id_idx ON pgml.deployments (project_id, id);
-COMMENT ON TABLE pgml.deployments IS 'the latest row of a project is its deployed model';
-
-CREATE TABLE IF NOT EXISTS pgml.files (
-  id bigserial PRIMARY KEY,
-  model_id bigint NOT NULL REFERENCES pgml.models (id) ON DELETE CASCADE,
-  path text NOT NULL,
-  part integer NOT NULL,
-  sha256 text NOT NULL,
-  data bytea NOT NULL,
-  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  UNIQUE (model_id, path, part)
-);
--- Weights do not compress: store them out of line without trying.
-ALTER TABLE pgml.files ALTER COLUMN data SET STORAGE EXTERNAL;
-COMMENT ON TABLE pgml.files IS 'tuned models'' files (safetensors weights, config, tokenizer; a LoRA adapter) in '
-  'parts with their SHA-256';
-
-CREATE TABLE IF NOT EXISTS pgml.logs (
-  id bigserial PRIMARY KEY,
-  model_id bigint REFERENCES pgml.models (id) ON DELETE CASCADE,
-  project_id bigint REFERENCES pgml.projects (id) ON DELETE CASCADE,
-  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  logs jsonb NOT NULL
-);
-CREATE INDEX IF NOT EXISTS logs_model_id_idx ON pgml.logs (model_id);
-COMMENT ON TABLE pgml.logs IS 'training logs of pgml.tune: step, loss, learning rate, eval metrics, ETA';
-
--- Makes the server's key (pgml_plpy.key in the data directory, readable only by the server's OS user)
--- unless it exists, and signs the successful models that have no MAC: those stored before MACs
--- existed, which an upgrade keeps serving. Only its owner, the installing superuser, may run it:
--- it vouches for whatever those rows hold.
-CREATE OR REPLACE FUNCTION pgml._sign_models() RETURNS integer
+-- Makes the server's key (pgml_plpy.key in the data directory, readable only by the server's OS
+-- user) unless it exists, and signs the successful models that have no MAC: those stored before MACs
+-- existed, which an upgrade keeps serving. Only its owner, the installing superuser, may run it
+-- (sql/install.sql does): it vouches for whatever those rows hold.
+CREATE OR REPLACE FUNCTION pgml._sign_models()
+RETURNS integer
 LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -116,20 +16,21 @@ if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
 return GD['pgml_plpy'].sign_models(plpy)
 $$;
-REVOKE ALL ON FUNCTION pgml._sign_models() FROM PUBLIC;
-SELECT pgml._sign_models() AS tuned_models_signed;
+COMMENT ON FUNCTION pgml._sign_models() IS 'makes the server''s key and signs the models stored before signing';
+REVOKE ALL ON FUNCTION pgml._sign_models() FROM PUBLIC, pgml_user, pgml_admin;
 
--- ---------------------------------------------------------------------------------------------
 -- Writing the registry. These run as their owner (the installing superuser), with a pinned
 -- search_path; pgml_admin may call them (pgml.tune's own code does) but writes no registry table
 -- itself. Each checks what it touches, so that calling one directly does no more than a tune or
 -- pgml.deploy could: a run's rows are written only by the backend running it, while it runs; a
 -- deployment only of a successful model with files. What makes stored files trustworthy is not
 -- these checks but the MAC, which only the server's own code can compute.
-
--- The project of model_id, which this backend must be tuning now.
-CREATE OR REPLACE FUNCTION pgml._registry_run(model_id bigint) RETURNS bigint
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE SECURITY DEFINER
+--
+-- The project of model_id, which this backend must be tuning now (the owner's only: the other
+-- _registry_* functions call it as owner).
+CREATE OR REPLACE FUNCTION pgml._registry_run(model_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -145,10 +46,13 @@ BEGIN
   RETURN project;
 END
 $$;
+COMMENT ON FUNCTION pgml._registry_run(bigint) IS 'the project of a run this backend is tuning now';
+REVOKE ALL ON FUNCTION pgml._registry_run(bigint) FROM PUBLIC, pgml_user, pgml_admin;
 
 -- Runs left in_progress by a backend that is gone (terminated, crashed) become failed.
-CREATE OR REPLACE FUNCTION pgml._registry_sweep() RETURNS integer
-LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+CREATE OR REPLACE FUNCTION pgml._registry_sweep()
+RETURNS integer
+LANGUAGE sql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 WITH swept AS (
@@ -159,39 +63,57 @@ WITH swept AS (
   RETURNING 1)
 SELECT count(*)::integer FROM swept
 $$;
+COMMENT ON FUNCTION pgml._registry_sweep() IS 'marks failed the runs of backends that are gone';
+REVOKE ALL ON FUNCTION pgml._registry_sweep() FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._registry_sweep() TO pgml_admin;
 
-CREATE OR REPLACE FUNCTION pgml._registry_project(name text, task text) RETURNS bigint
-LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+CREATE OR REPLACE FUNCTION pgml._registry_project(name text, task text)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 INSERT INTO pgml.projects (name, task) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET updated_at = clock_timestamp() RETURNING id
 $$;
+COMMENT ON FUNCTION pgml._registry_project(text, text) IS 'a project (made unless it exists)';
+REVOKE ALL ON FUNCTION pgml._registry_project(text, text) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._registry_project(text, text) TO pgml_admin;
 
 CREATE OR REPLACE FUNCTION pgml._registry_snapshot(relation_name text, y_column_name text[], test_size real,
                                                    test_sampling pgml.sampling, materialized boolean,
-                                                   columns jsonb, analysis jsonb) RETURNS bigint
-LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+                                                   columns jsonb, analysis jsonb)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-INSERT INTO pgml.snapshots (relation_name, y_column_name, test_size, test_sampling, materialized, columns, analysis)
+INSERT INTO pgml.snapshots (
+  relation_name, y_column_name, test_size, test_sampling, materialized, columns, analysis)
 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
 $$;
+COMMENT ON FUNCTION pgml._registry_snapshot(text, text[], real, pgml.sampling, boolean, jsonb, jsonb) IS 'what a tune read';
+REVOKE ALL ON FUNCTION pgml._registry_snapshot(text, text[], real, pgml.sampling, boolean, jsonb, jsonb) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._registry_snapshot(text, text[], real, pgml.sampling, boolean, jsonb, jsonb) TO pgml_admin;
 
 -- A run of this backend: in_progress, with the backend's pid and start time.
-CREATE OR REPLACE FUNCTION pgml._registry_start(project_id bigint, snapshot_id bigint, task text, base_model text,
-                                                hyperparams jsonb, lora boolean) RETURNS bigint
-LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+CREATE OR REPLACE FUNCTION pgml._registry_start(project_id bigint, snapshot_id bigint, task text,
+                                                base_model text, hyperparams jsonb, lora boolean)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-INSERT INTO pgml.models (project_id, snapshot_id, task, base_model, hyperparams, lora, status, pid, backend_start)
+INSERT INTO pgml.models (
+  project_id, snapshot_id, task, base_model, hyperparams, lora, status, pid, backend_start)
 SELECT $1, $2, $3, $4, $5, $6, 'in_progress', a.pid, a.backend_start
 FROM pg_stat_get_activity(pg_backend_pid()) a RETURNING id
 $$;
+COMMENT ON FUNCTION pgml._registry_start(bigint, bigint, text, text, jsonb, boolean) IS 'a run of this backend';
+REVOKE ALL ON FUNCTION pgml._registry_start(bigint, bigint, text, text, jsonb, boolean) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._registry_start(bigint, bigint, text, text, jsonb, boolean) TO pgml_admin;
 
 -- The run's latest progress on its row, and the record appended to pgml.logs.
-CREATE OR REPLACE FUNCTION pgml._registry_progress(model_id bigint, log jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+CREATE OR REPLACE FUNCTION pgml._registry_progress(model_id bigint, log jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -201,11 +123,15 @@ BEGIN
   INSERT INTO pgml.logs (model_id, project_id, logs) VALUES (model_id, project, log);
 END
 $$;
+COMMENT ON FUNCTION pgml._registry_progress(bigint, jsonb) IS 'a run''s progress and its log record';
+REVOKE ALL ON FUNCTION pgml._registry_progress(bigint, jsonb) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._registry_progress(bigint, jsonb) TO pgml_admin;
 
 -- One part of one of the run's files (the tune signs what it wrote when it finishes).
-CREATE OR REPLACE FUNCTION pgml._registry_file(model_id bigint, path text, part integer, sha256 text, data bytea)
+CREATE OR REPLACE FUNCTION pgml._registry_file(model_id bigint, path text, part integer, sha256 text,
+                                               data bytea)
 RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -213,10 +139,14 @@ BEGIN
   INSERT INTO pgml.files (model_id, path, part, sha256, data) VALUES (model_id, path, part, sha256, data);
 END
 $$;
+COMMENT ON FUNCTION pgml._registry_file(bigint, text, integer, text, bytea) IS 'one part of one of a run''s files';
+REVOKE ALL ON FUNCTION pgml._registry_file(bigint, text, integer, text, bytea) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._registry_file(bigint, text, integer, text, bytea) TO pgml_admin;
 
-CREATE OR REPLACE FUNCTION pgml._registry_finish(model_id bigint, metrics jsonb, timings jsonb, files_mac text)
+CREATE OR REPLACE FUNCTION pgml._registry_finish(model_id bigint, metrics jsonb, timings jsonb,
+                                                 files_mac text)
 RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -226,9 +156,13 @@ BEGIN
   WHERE m.id = model_id;
 END
 $$;
+COMMENT ON FUNCTION pgml._registry_finish(bigint, jsonb, jsonb, text) IS 'a run finished: its metrics, timings and MAC';
+REVOKE ALL ON FUNCTION pgml._registry_finish(bigint, jsonb, jsonb, text) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._registry_finish(bigint, jsonb, jsonb, text) TO pgml_admin;
 
-CREATE OR REPLACE FUNCTION pgml._registry_fail(model_id bigint, status text, error text) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+CREATE OR REPLACE FUNCTION pgml._registry_fail(model_id bigint, status text, error text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -241,19 +175,26 @@ BEGIN
   WHERE m.id = model_id;
 END
 $$;
+COMMENT ON FUNCTION pgml._registry_fail(bigint, text, text) IS 'a run failed or cancelled';
+REVOKE ALL ON FUNCTION pgml._registry_fail(bigint, text, text) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._registry_fail(bigint, text, text) TO pgml_admin;
 
 -- Serializes the deployment decisions of one project (the row lock lasts until the transaction ends).
-CREATE OR REPLACE FUNCTION pgml._registry_lock(project_id bigint) RETURNS void
-LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+CREATE OR REPLACE FUNCTION pgml._registry_lock(project_id bigint)
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT FROM pgml.projects WHERE id = $1 FOR UPDATE
 $$;
+COMMENT ON FUNCTION pgml._registry_lock(bigint) IS 'serializes the deployment decisions of a project';
+REVOKE ALL ON FUNCTION pgml._registry_lock(bigint) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._registry_lock(bigint) TO pgml_admin;
 
 -- Deploys a successful model that has files (its project's next deployments row).
 CREATE OR REPLACE FUNCTION pgml._registry_deploy(model_id bigint, strategy pgml.strategy)
 RETURNS TABLE (project text, algorithm text)
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -274,26 +215,9 @@ BEGIN
   RETURN QUERY SELECT m.name, m.algorithm;
 END
 $$;
-
-
-
--- Runs with their latest progress, and whether each is the deployed model of its project.
-CREATE OR REPLACE VIEW pgml.tune_runs AS
-SELECT m.id AS model_id, p.name AS project, m.task, m.base_model, m.lora, m.status,
-       (m.progress->>'step')::bigint AS step, (m.progress->>'total_steps')::bigint AS total_steps,
-       (m.progress->>'loss')::float8 AS loss, (m.progress->>'learning_rate')::float8 AS learning_rate,
-       (m.progress->>'eta_seconds')::float8 AS eta_seconds, m.metrics, m.error,
-       m.id = (SELECT d.model_id FROM pgml.deployments d WHERE d.project_id = p.id ORDER BY d.id DESC LIMIT 1)
-         AS deployed,
-       m.created_at, m.updated_at
-FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id;
-
--- PostgresML's view: each project's deployed model.
-CREATE OR REPLACE VIEW pgml.deployed_models AS
-SELECT m.id, p.name, p.task, m.algorithm, m.runtime, d.created_at AS deployed_at
-FROM pgml.projects p
-JOIN LATERAL (SELECT * FROM pgml.deployments d WHERE d.project_id = p.id ORDER BY d.id DESC LIMIT 1) d ON true
-JOIN pgml.models m ON m.id = d.model_id;
+COMMENT ON FUNCTION pgml._registry_deploy(bigint, pgml.strategy) IS 'deploys a successful model that has files';
+REVOKE ALL ON FUNCTION pgml._registry_deploy(bigint, pgml.strategy) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._registry_deploy(bigint, pgml.strategy) TO pgml_admin;
 
 CREATE OR REPLACE FUNCTION pgml._tune(project_name text, task text, relation oid, y_column_name text,
                                       model_name text, hyperparams jsonb, test_size real,
@@ -306,18 +230,21 @@ SET synchronize_seqscans = off  -- test_sampling 'last': the relation read from 
 AS $$
 if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
-a = args  # by position: the result column task has the name of the argument task
-return GD['pgml_plpy'].tune(plpy, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], procedure=False)
+return GD['pgml_plpy'].tune(plpy, *args, procedure=False)
 $$;
+COMMENT ON FUNCTION pgml._tune(text, text, oid, text, text, jsonb, real, pgml.sampling, boolean, boolean) IS 'pgml.tune''s PL/Python body';
+REVOKE ALL ON FUNCTION pgml._tune(text, text, oid, text, text, jsonb, real, pgml.sampling, boolean, boolean) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml._tune(text, text, oid, text, text, jsonb, real, pgml.sampling, boolean, boolean) TO pgml_admin;
 
 -- PostgresML's signature and defaults. One transaction: progress arrives as NOTICEs; an error or a
 -- cancel rolls the whole run back. VOLATILE, PARALLEL UNSAFE: it writes the registry.
 -- Not pinned to a search_path, deliberately: relation_name is a name in the caller's search_path, as
 -- in PostgresML, so it is resolved here, as the caller sees it (everything else is schema-qualified),
 -- and the pinned pgml._tune gets its oid.
-CREATE OR REPLACE FUNCTION pgml.tune(project_name text, task text DEFAULT NULL, relation_name text DEFAULT NULL,
-                                     y_column_name text DEFAULT NULL, model_name text DEFAULT NULL,
-                                     hyperparams jsonb DEFAULT '{}', test_size real DEFAULT 0.25,
+CREATE OR REPLACE FUNCTION pgml.tune(project_name text, task text DEFAULT NULL,
+                                     relation_name text DEFAULT NULL, y_column_name text DEFAULT NULL,
+                                     model_name text DEFAULT NULL, hyperparams jsonb DEFAULT '{}',
+                                     test_size real DEFAULT 0.25,
                                      test_sampling pgml.sampling DEFAULT 'stratified',
                                      automatic_deploy boolean DEFAULT true,
                                      materialize_snapshot boolean DEFAULT false)
@@ -326,14 +253,18 @@ LANGUAGE sql VOLATILE PARALLEL UNSAFE COST 100000000 ROWS 1
 AS $$
 SELECT * FROM pgml._tune($1, $2, $3::pg_catalog.regclass::pg_catalog.oid, $4, $5, $6, $7, $8, $9, $10)
 $$;
+COMMENT ON FUNCTION pgml.tune(text, text, text, text, text, jsonb, real, pgml.sampling, boolean, boolean) IS 'PostgresML''s pgml.tune: fine-tunes a model on a table, in one transaction';
+REVOKE ALL ON FUNCTION pgml.tune(text, text, text, text, text, jsonb, real, pgml.sampling, boolean, boolean) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml.tune(text, text, text, text, text, jsonb, real, pgml.sampling, boolean, boolean) TO pgml_admin;
 
 -- The same arguments; commits the registered run, each progress report and the result, so another
 -- session can follow it (SELECT * FROM pgml.tune_runs). A cancel marks the run cancelled. It commits,
 -- so it cannot carry SET search_path: it resolves relation_name in the caller's search_path first, then
 -- sets search_path locally in each of its transactions.
-CREATE OR REPLACE PROCEDURE pgml.tune_run(project_name text, task text DEFAULT NULL, relation_name text DEFAULT NULL,
-                                          y_column_name text DEFAULT NULL, model_name text DEFAULT NULL,
-                                          hyperparams jsonb DEFAULT '{}', test_size real DEFAULT 0.25,
+CREATE OR REPLACE PROCEDURE pgml.tune_run(project_name text, task text DEFAULT NULL,
+                                          relation_name text DEFAULT NULL, y_column_name text DEFAULT NULL,
+                                          model_name text DEFAULT NULL, hyperparams jsonb DEFAULT '{}',
+                                          test_size real DEFAULT 0.25,
                                           test_sampling pgml.sampling DEFAULT 'stratified',
                                           automatic_deploy boolean DEFAULT true,
                                           materialize_snapshot boolean DEFAULT false,
@@ -343,9 +274,11 @@ LANGUAGE plpython3u
 AS $$
 if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
-a = args
-return GD['pgml_plpy'].tune(plpy, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], procedure=True)
+return GD['pgml_plpy'].tune(plpy, *args[:10], procedure=True)
 $$;
+COMMENT ON PROCEDURE pgml.tune_run(text, text, text, text, text, jsonb, real, pgml.sampling, boolean, boolean, bigint, text, boolean) IS 'pgml.tune as a procedure that commits its progress as it goes';
+REVOKE ALL ON PROCEDURE pgml.tune_run(text, text, text, text, text, jsonb, real, pgml.sampling, boolean, boolean, bigint, text, boolean) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON PROCEDURE pgml.tune_run(text, text, text, text, text, jsonb, real, pgml.sampling, boolean, boolean, bigint, text, boolean) TO pgml_admin;
 
 -- PostgresML's pgml.deploy: a model by id (deploy it, or roll back to it), or by strategy.
 CREATE OR REPLACE FUNCTION pgml.deploy(model_id bigint)
@@ -355,8 +288,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
-return GD['pgml_plpy'].deploy(plpy, model_id)
+return GD['pgml_plpy'].deploy(plpy, *args)
 $$;
+COMMENT ON FUNCTION pgml.deploy(bigint) IS 'deploys one model (or rolls back to it)';
+REVOKE ALL ON FUNCTION pgml.deploy(bigint) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml.deploy(bigint) TO pgml_admin;
 
 CREATE OR REPLACE FUNCTION pgml.deploy(project_name text, strategy pgml.strategy, algorithm text DEFAULT NULL)
 RETURNS TABLE (project text, strategy text, algorithm text)
@@ -365,6 +301,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
-a = args
-return GD['pgml_plpy'].deploy_strategy(plpy, a[0], a[1], a[2])
+return GD['pgml_plpy'].deploy_strategy(plpy, *args)
 $$;
+COMMENT ON FUNCTION pgml.deploy(text, pgml.strategy, text) IS 'deploys a project''s model chosen by strategy';
+REVOKE ALL ON FUNCTION pgml.deploy(text, pgml.strategy, text) FROM PUBLIC, pgml_user, pgml_admin;
+GRANT EXECUTE ON FUNCTION pgml.deploy(text, pgml.strategy, text) TO pgml_admin;

@@ -195,8 +195,8 @@ def _stream(plpy, db, doing: str, make):
 
 
 def entry(doing: str, *, settings: bool = True, threads: bool = False, streams: bool = False):
-    """A PL/Python entry point: the SQL body calls it as name(plpy, *args), and it runs as
-    fn(db, settings, *args) (fn(db, *args) where settings=False), with
+    """A PL/Python entry point: the SQL body calls it as name(plpy, *args), the SQL function's arguments in
+    their order (sqlapi.py), and it runs as fn(db, settings, *args) (fn(db, *args) where settings=False), with
 
     - interrupts bound to this call's Database (a cancel reaches the work, and is acted on at its end);
     - the settings of the calling role read from pgml.settings;
@@ -220,6 +220,7 @@ def entry(doing: str, *, settings: bool = True, threads: bool = False, streams: 
 
             return (_stream if streams else _call)(plpy, db, doing, run)
 
+        call.reads_settings = settings
         return call
 
     return wrap
@@ -251,7 +252,7 @@ def check_setting(db, td) -> None:
 
 
 @entry("transform")
-def transform(db, settings, task, args, inputs, *, task_is_json: bool, inputs_are_json: bool) -> str:
+def transform(db, settings, task, task_is_json: bool, args, inputs, inputs_are_json: bool) -> str:
     from .transform import transform as run
 
     result = run(task, args, inputs, task_is_json=task_is_json, inputs_are_json=inputs_are_json,
@@ -260,7 +261,7 @@ def transform(db, settings, task, args, inputs, *, task_is_json: bool, inputs_ar
 
 
 @entry("transform_stream", streams=True)
-def transform_stream(db, settings, task, args, inputs, *, task_is_json: bool, inputs_are_json: bool):
+def transform_stream(db, settings, task, task_is_json: bool, args, inputs, inputs_are_json: bool):
     from .transform import transform_stream as run
 
     pieces = run(task, args, inputs, task_is_json=task_is_json, inputs_are_json=inputs_are_json,

@@ -11,7 +11,7 @@
 -- server's own tuning, and no role may create objects in schema pgml. Schema USAGE alone calls
 -- nothing. The venv (pgml._venv, pgml.activate_venv) stays superuser-only.
 -- Everything here is stated in full on every install: privileges earlier releases granted are
--- revoked first.
+-- revoked first. This runs before the functions are made (sql/install.sql); each carries its grant.
 
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgml_user') THEN
@@ -89,27 +89,6 @@ BEGIN
 END $$;
 GRANT USAGE ON SCHEMA pgml TO pgml_user;
 
+-- Routines: each function's grant is in the table of the SQL API (src/pgml_plpy/sqlapi.py), and
+-- next to the function in sql/functions/, which the install runs after this file.
 REVOKE ALL ON ALL ROUTINES IN SCHEMA pgml FROM PUBLIC, pgml_user, pgml_admin;
-DO $$
-DECLARE
-  routine regprocedure;
-  grantee text;
-BEGIN
-  FOR routine, grantee IN
-    SELECT p.oid::regprocedure, CASE WHEN p.proname = ANY (ARRAY[
-             'transform', '_transform', 'transform_stream', '_transform_stream', 'embed', '_embed', 'rank',
-             'chunk', 'cosine_similarity', 'cosine_distance', 'dot_product', '_similarity', '_array_bytes',
-             'nearest',
-             'predict', 'predict_batch', '_predict',
-             'loaded_models', 'preload', 'preload_embed', 'unload', 'clear_cache', 'clear_gpu_cache',
-             'version', 'python_version', '_activate', '_venv', '_sql_version'])
-           THEN 'pgml_user' ELSE 'pgml_admin' END
-    FROM pg_catalog.pg_proc p
-    WHERE p.pronamespace = 'pgml'::regnamespace
-      -- the owner's only: the venv, the settings' seed, signing stored models, a check the
-      -- _registry_* functions make as owner
-      AND p.proname <> ALL (ARRAY['activate_venv', '_setting_defaults', '_sign_models', '_registry_run'])
-  LOOP
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %I', routine, grantee);
-  END LOOP;
-END $$;
