@@ -65,6 +65,10 @@ class PermissionDenied(PgmlError):
     sqlstate = "42501"  # insufficient_privilege
 
 
+class InvalidAuthorizationSpecification(PgmlError):
+    sqlstate = "28000"  # invalid_authorization_specification: a runtime refused the route's credentials
+
+
 class UndefinedColumn(PgmlError):
     sqlstate = "42703"  # undefined_column
 

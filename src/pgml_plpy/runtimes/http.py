@@ -21,7 +21,7 @@ import time
 from typing import AsyncIterator, Iterator
 
 from .. import interrupts
-from ..errors import PgmlError, one_line
+from ..errors import InvalidAuthorizationSpecification, InvalidParameter, PgmlError, one_line
 from .routes import Route
 
 SLICE = 0.05  # seconds the loop runs between interrupt checks
@@ -40,6 +40,12 @@ class RuntimeUnavailable(PgmlError):
     """The runtime cannot be reached, went away mid-call, or did not answer in time (class 08)."""
 
     sqlstate = "08006"  # connection_failure
+
+
+class RuntimeUnreachable(RuntimeUnavailable):
+    """No connection to the runtime could be made."""
+
+    sqlstate = "08001"  # sqlclient_unable_to_establish_sqlconnection
 
 
 def drive(coro, deadline: float | None = None, on_timeout=None):
@@ -93,9 +99,9 @@ class Client:
     # ---------------------------------------------------------------------------------------- errors
 
     def unavailable(self, what: str) -> RuntimeUnavailable:
-        return RuntimeUnavailable(f"{self.route.runtime} runtime at {self.base_url} {what}",
-                                  sqlstate="08001" if what.startswith("cannot be reached") else None,
-                                  hint=f"The route is {self.route.describe()}. " + self.serve_hint)
+        error = RuntimeUnreachable if what.startswith("cannot be reached") else RuntimeUnavailable
+        return error(f"{self.route.runtime} runtime at {self.base_url} {what}",
+                     hint=f"The route is {self.route.describe()}. " + self.serve_hint)
 
     def malformed(self, what: str) -> RuntimeUnavailable:
         """An answer that breaks the protocol (not JSON, fields missing, a stream cut short): 08P01."""
@@ -128,12 +134,12 @@ class Client:
             return PgmlError(message, sqlstate=sqlstate, hint=hint, detail=detail)
         text = f"{self.route.runtime} runtime at {self.base_url} answered HTTP {status}: {message}"
         if status in (401, 403):
-            return PgmlError(text, sqlstate="28000", hint=f"Check the credentials of {self.route.describe()}.")
+            return InvalidAuthorizationSpecification(text, hint=f"Check the credentials of {self.route.describe()}.")
         if status in (502, 503, 504):
             return self.unavailable(f"answered HTTP {status}: {message}")
         if 400 <= status < 500:
-            return PgmlError(text, sqlstate="22023", hint=f"The route is {self.route.describe()}.")
-        return PgmlError(text, sqlstate="38000", hint=f"The route is {self.route.describe()}.")
+            return InvalidParameter(text, hint=f"The route is {self.route.describe()}.")
+        return PgmlError(text, hint=f"The route is {self.route.describe()}.")  # 38000 external_routine_exception
 
     # ----------------------------------------------------------------------------------------- calls
 
