@@ -70,6 +70,9 @@ class FakeDatabase:
     def notice(self, message: str) -> None:
         self.notices.append(message)
 
+    def debug(self, message: str) -> None:
+        pass
+
     def commit(self, doing: str, hint: str) -> None:
         self.commits.append(doing)
 

@@ -23,7 +23,8 @@ from pgtest import one, sql_error
 from psycopg.types.json import Jsonb
 
 from pgml_plpy import datasets_loader as dl
-from pgml_plpy import errors
+from pgml_plpy import errors, jsontext
+from pgml_plpy.datasets_loader import sqltypes, writing
 
 # ------------------------------------------------------------------ unit tests, no PostgreSQL
 
@@ -47,21 +48,21 @@ def test_feature_types_map_to_postgresql_types():
         (d.Array2D((2, 2), "float32"), "jsonb"), (d.Image(), "jsonb"),
     ]
     for feature, expected in cases:
-        assert dl.column_type(feature) == expected, feature
-    assert dl.column_type({"a": d.Value("string")}) == "jsonb"
+        assert sqltypes.column_type(feature) == expected, feature
+    assert sqltypes.column_type({"a": d.Value("string")}) == "jsonb"
 
 
 def test_json_values_are_valid_jsonb_text():
     import datetime
 
-    assert dl.to_json(None) is None
-    assert json.loads(dl.to_json({"a": [1, 2.5, "é"], "b": None})) == {"a": [1, 2.5, "é"], "b": None}
-    assert json.loads(dl.to_json([1.0, float("nan"), float("inf")])) == [1.0, None, None]
-    assert json.loads(dl.to_json({"bytes": b"\x00\x01", "path": None})) == {"bytes": "AAE=", "path": None}
-    assert json.loads(dl.to_json([datetime.date(2024, 1, 2)])) == ["2024-01-02"]
-    assert dl.converter("interval")([datetime.timedelta(days=1, seconds=5), None]) == [
+    assert jsontext.dumps(None) is None
+    assert json.loads(jsontext.dumps({"a": [1, 2.5, "é"], "b": None})) == {"a": [1, 2.5, "é"], "b": None}
+    assert json.loads(jsontext.dumps([1.0, float("nan"), float("inf")])) == [1.0, None, None]
+    assert json.loads(jsontext.dumps({"bytes": b"\x00\x01", "path": None})) == {"bytes": "AAE=", "path": None}
+    assert json.loads(jsontext.dumps([datetime.date(2024, 1, 2)])) == ["2024-01-02"]
+    assert sqltypes.converter("interval")([datetime.timedelta(days=1, seconds=5), None]) == [
         "1 days 5 seconds 0 microseconds", None]
-    assert dl.converter("bigint") is None
+    assert sqltypes.converter("bigint") is None
 
 
 def test_sources_are_classified_without_reading_anything():
@@ -150,19 +151,19 @@ def test_limit_caps_rows_across_splits_in_batches():
 
     a = datasets.Dataset.from_dict({"x": list(range(5))})
     b = datasets.Dataset.from_dict({"x": list(range(5, 9))})
-    columns = dl.columns_of([a, b])
+    columns = sqltypes.columns_of([a, b])
     assert columns[0][:2] == ("x", "bigint")
-    got = [v[0] for v in dl.batches([a, b], None, columns, max_rows=3)]
+    got = [v[0] for v in writing.batches([a, b], None, columns, max_rows=3)]
     assert got == [[0, 1, 2], [3, 4], [5, 6, 7], [8]]
-    got = [v[0] for v in dl.batches([a, b], 7, columns, max_rows=3)]
+    got = [v[0] for v in writing.batches([a, b], 7, columns, max_rows=3)]
     assert sum(got, []) == list(range(7))
-    assert list(dl.batches([a, b], 0, columns)) == []
+    assert list(writing.batches([a, b], 0, columns)) == []
     with pytest.raises(errors.InvalidParameter, match="different columns"):
-        dl.columns_of([a, datasets.Dataset.from_dict({"y": [1]})])
+        sqltypes.columns_of([a, datasets.Dataset.from_dict({"y": [1]})])
     with pytest.raises(errors.InvalidParameter, match="system column"):
-        dl.columns_of([datasets.Dataset.from_dict({"ctid": [1]})])
+        sqltypes.columns_of([datasets.Dataset.from_dict({"ctid": [1]})])
     with pytest.raises(errors.InvalidParameter, match="63 bytes"):
-        dl.columns_of([datasets.Dataset.from_dict({"c" * 64: [1]})])
+        sqltypes.columns_of([datasets.Dataset.from_dict({"c" * 64: [1]})])
 
 
 # ------------------------------------------------------------------ through SQL

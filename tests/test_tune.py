@@ -15,7 +15,8 @@ from pgtest import in_backend, install, notices, one, sql_error
 from psycopg.types.json import Jsonb
 
 from pgml_plpy.errors import InvalidParameter, PgmlError
-from pgml_plpy.tuning import data, metrics, params, registry
+from pgml_plpy.tuning import data, metrics, params
+from pgml_plpy.tuning.registry import files as stored
 
 # ------------------------------------------------------------------ unit tests, no PostgreSQL
 
@@ -73,10 +74,10 @@ def test_metrics():
 
 
 def test_stored_paths_stay_inside_the_model_folder():
-    assert registry.check_path("tokenizer.json") == "tokenizer.json"
+    assert stored.check_path("tokenizer.json") == "tokenizer.json"
     for bad in ("../x", "/etc/passwd", "a/../../b", ".pgml_files.json", "a/./b", "", "pytorch_model.bin"):
         with pytest.raises(PgmlError):
-            registry.check_path(bad)
+            stored.check_path(bad)
 
 
 # ------------------------------------------------------------------ helpers
@@ -123,9 +124,12 @@ def fill(conn, table, columns, rows):
 
 
 def server_python(conn, code: str):
-    """Run Python in the server (as the superuser) with pgml_plpy importable; the NOTICEs it raised."""
+    """Run Python in the server (as the superuser) with pgml_plpy importable; the NOTICEs it raised. The code
+    has json, Settings, the registry's files module as stored and the database as db."""
     conn.execute("SELECT pgml._activate()")
-    return in_backend(conn, code)
+    return in_backend(conn, "import json\nfrom pgml_plpy.server import PlpyDatabase\nfrom pgml_plpy.settings import "
+                            "Settings\nfrom pgml_plpy.tuning.registry import files as stored\ndb = PlpyDatabase(plpy)\n"
+                      + code)
 
 
 def models_cache(conn) -> str:
@@ -355,11 +359,8 @@ def test_seq2seq_tasks(conn, fresh, models):
     assert tune(conn, "t2t", "text2text", "qa_pairs", models["t5-tiny"], hp)[1] == "text2text"
     assert "generated_text" in serve(fresh, "text2text-generation", "t2t", ["capital of Paris?"],
                                      {"max_new_tokens": 5})[0]
-    config = server_python(conn, "from pgml_plpy.tuning import registry\n"
-                                 "r = registry.lookup(plpy, 't2t')\n"
-                                 "import json, pathlib\n"
-                                 "from pgml_plpy.settings import Settings\n"
-                                 "f = registry.restore(plpy, r, Settings())\n"
+    config = server_python(conn, "from pgml_plpy.tuning.registry import serving\n"
+                                 "f = serving.restore(db, serving.lookup(db, 't2t'), Settings())\n"
                                  "plpy.notice(json.dumps(json.loads((f / 'config.json').read_text()).get('prefix')))")
     assert json.loads(config[-1]) == "answer: "
 

@@ -49,6 +49,9 @@ class Database(Protocol):
     def notice(self, message: str) -> None:
         """A NOTICE to the client, now."""
 
+    def debug(self, message: str) -> None:
+        """A DEBUG message (the server log or the client, as log_min_messages and client_min_messages say)."""
+
     def commit(self, doing: str, hint: str) -> None:
         """Commit (a procedure's transaction) and start the next one, search_path pinned again when it was.
         Inside a transaction block a procedure cannot commit: that is InvalidTransactionTermination
@@ -69,3 +72,11 @@ class Database(Protocol):
 
     def check_interrupts(self) -> None:
         """Let the server act on a pending cancel or terminate (raising PostgreSQL's error)."""
+
+
+def create_table(db: Database, name: str, columns: list[tuple[str, str]]) -> str:
+    """pgml."<name>" with columns [(name, type)], owned by the calling role, which has no CREATE on
+    schema pgml: the SECURITY DEFINER pgml._create_table makes it (for members of pgml_admin). The
+    types are resolved as type names, never spliced as SQL. Returns the qualified name."""
+    return db.execute("SELECT pgml._create_table($1, $2, $3::pg_catalog.regtype[], current_user) AS name",
+                      [name, [c for c, _ in columns], [t for _, t in columns]], ["text", "text[]", "text[]"])[0]["name"]

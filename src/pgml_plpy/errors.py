@@ -29,6 +29,10 @@ class PgmlError(Exception):
 # bare SQLSTATE string.
 
 
+class DataException(PgmlError):
+    sqlstate = "22000"  # data_exception: vectors of different dimensions, or not one-dimensional
+
+
 class InvalidParameter(PgmlError):
     sqlstate = "22023"  # invalid_parameter_value
 

@@ -83,6 +83,9 @@ class PlpyDatabase:
     def notice(self, message: str) -> None:
         self.plpy.notice(message)
 
+    def debug(self, message: str) -> None:
+        self.plpy.debug(message)
+
     def commit(self, doing: str, hint: str) -> None:
         try:
             self.plpy.commit()
@@ -395,7 +398,7 @@ def nearest(db, relation, column_name, query, k, metric) -> list[tuple]:
     """pgml.nearest: (tableoid, ctid, distance) of the k rows nearest to query."""
     from .vectors import nearest as run
 
-    return run(db.plpy, relation, column_name, query, k, metric)
+    return run(db, relation, column_name, query, k, metric)
 
 
 _similarity = None
@@ -428,7 +431,7 @@ def load_dataset(db, settings, source, subset, limit, kwargs) -> list[tuple[str,
     """pgml.load_dataset: [(table_name, rows)] after writing pgml."<table_name>"."""
     from .datasets_loader import load_dataset as run
 
-    return run(db.plpy, source, subset, limit, kwargs, settings=settings)
+    return run(db, source, subset, limit, kwargs, settings=settings)
 
 
 # ------------------------------------------------------------------------------------ fine-tuning
@@ -437,9 +440,9 @@ def load_dataset(db, settings, source, subset, limit, kwargs) -> list[tuple[str,
 def _deployed(db, settings):
     """pgml.transform's lookup of a tuned model deployed under a project name (None: not a project)."""
     def lookup(name):
-        from .tuning.registry import deployed
+        from .tuning.registry.serving import deployed
 
-        return deployed(db.plpy, name, settings)
+        return deployed(db, name, settings)
 
     return lookup
 
@@ -457,7 +460,7 @@ def tune(db, settings, project_name, task, relation_name, y_column_name, model_n
         relation = db.regclass(relation_name)  # before the procedure pins its search_path: as the caller sees it
     call = Call(project_name, task, relation, y_column_name, model_name, hyperparams, test_size, test_sampling,
                 automatic_deploy, materialize_snapshot)
-    result = run(db.plpy, call, settings, commits=procedure)
+    result = run(db, call, settings, commits=procedure)
     if procedure:
         return (result["model_id"], result["status"], result["deployed"])
     return [(result["status"], result["task"], result["algorithm"], result["deployed"])]
@@ -466,11 +469,11 @@ def tune(db, settings, project_name, task, relation_name, y_column_name, model_n
 @entry("signing tuned models", settings=False)
 def sign_models(db) -> int:
     """The install's pgml._sign_models(): the server's key made if missing, unsigned models signed."""
-    from .tuning.registry import sign_unsigned
+    from .tuning.registry.serving import sign_unsigned
     from .tuning.signing import create_key
 
     create_key()
-    return sign_unsigned(db.plpy)
+    return sign_unsigned(db)
 
 
 @entry("predict")
@@ -484,14 +487,14 @@ def predict(db, settings, project, texts, pairs) -> list:
 @entry("deploy", settings=False)
 def deploy(db, model_id):
     """pgml.deploy(model_id): deploy (or roll back to) one model."""
-    from .tuning.registry import deploy_model
+    from .tuning.registry.deployments import deploy_model
 
-    return deploy_model(db.plpy, model_id)
+    return deploy_model(db, model_id)
 
 
 @entry("deploy", settings=False)
 def deploy_strategy(db, project_name, strategy, algorithm):
     """pgml.deploy(project_name, strategy, algorithm): best_score, most_recent, rollback, new_score."""
-    from .tuning.registry import deploy_strategy as run
+    from .tuning.registry.deployments import deploy_strategy as run
 
-    return run(db.plpy, project_name, strategy, algorithm)
+    return run(db, project_name, strategy, algorithm)

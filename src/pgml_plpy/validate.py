@@ -51,7 +51,7 @@ def _folder(path: str, write: bool, what: str) -> str:
 
 
 def _models_cache(settings: Settings) -> str:
-    from .tuning.registry import cache_root
+    from .tuning.registry.files import cache_root
 
     root = cache_root(settings)
     free = shutil.disk_usage(root).free

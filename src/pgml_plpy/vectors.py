@@ -24,7 +24,9 @@ import time
 
 import numpy as np
 
-from .errors import InvalidParameter, NullValue, PgmlError
+from .errors import (DataException, DatatypeMismatch, InvalidParameter, NullValue, PgmlError, UndefinedColumn,
+                     WrongObjectType)
+from .db import SqlError
 
 METRICS = ("cosine", "l2", "inner_product")
 KINDS = ("cosine_distance", "cosine_similarity", "dot_product")  # of pgml._similarity
@@ -40,8 +42,8 @@ FIRST_BLOCKS = 1  # the first range; later ones are sized from what came back (a
 SAME_DIMENSIONS = "Compare embeddings made by the same model."
 
 
-class DimensionMismatch(PgmlError):
-    sqlstate = "22000"  # data_exception, as the SQL similarity functions always raised it
+class DimensionMismatch(DataException):
+    """22000, as the SQL similarity functions always raised it."""
 
     def __init__(self, a: int, b: int, detail: str | None = None):
         super().__init__(f"vectors of different dimensions: {a} and {b}", hint=SAME_DIMENSIONS, detail=detail)
@@ -54,8 +56,7 @@ def _elements(raw: bytes, where: str | None = None) -> np.ndarray:
         raise NullValue("vectors must not contain NULL elements", detail=where,
                         hint="Replace NULL elements, or set the whole vector to NULL to skip the row.")
     if ndim > 1:
-        raise PgmlError(f"vectors must be one-dimensional arrays, not {ndim}-dimensional", sqlstate="22000",
-                        detail=where)
+        raise DataException(f"vectors must be one-dimensional arrays, not {ndim}-dimensional", detail=where)
     dtype = ELEMENTS.get(element)
     if dtype is None:
         raise InvalidParameter("vectors must be real[] or double precision[]", detail=where)
@@ -114,7 +115,7 @@ def _check_arguments(relation, column_name, query, k, metric) -> np.ndarray:
     if k < 1:
         raise InvalidParameter(f"pgml.nearest: k must be at least 1, not {k}")
     if any(isinstance(e, list) for e in query):
-        raise PgmlError("pgml.nearest: the query must be a one-dimensional array", sqlstate="22000")
+        raise DataException("pgml.nearest: the query must be a one-dimensional array")
     if any(e is None for e in query):
         raise NullValue("pgml.nearest: the query must not contain NULL elements")
     if not query:
@@ -122,24 +123,24 @@ def _check_arguments(relation, column_name, query, k, metric) -> np.ndarray:
     return np.array(query, dtype=np.float64)
 
 
-def _table(plpy, relation: str, column_name: str) -> dict:
+def _table(db, relation: str, column_name: str) -> dict:
     """The relation's oid and qualified name, its column's type, and whether it has child tables."""
-    found = plpy.execute(plpy.prepare(
+    found = db.execute(
         "SELECT c.oid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name, c.relkind, a.atttypid AS type, "
         "       pg_catalog.format_type(a.atttypid, a.atttypmod) AS type_name, "
         "       EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid) AS parent "
         "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 "
         "     AND NOT a.attisdropped "
-        "WHERE c.oid = $1::pg_catalog.regclass", ["text", "name"]), [relation, column_name])[0]
+        "WHERE c.oid = $1::pg_catalog.regclass", [relation, column_name], ["text", "name"])[0]
     if found["relkind"] not in ("r", "p"):
-        raise PgmlError(f"pgml.nearest: {found['name']} is not a table", sqlstate="42809")
+        raise WrongObjectType(f"pgml.nearest: {found['name']} is not a table")
     if found["type"] is None:
-        raise PgmlError(f"pgml.nearest: column {column_name} of {found['name']} does not exist", sqlstate="42703")
+        raise UndefinedColumn(f"pgml.nearest: column {column_name} of {found['name']} does not exist")
     if found["type"] not in (FLOAT4_ARRAY, FLOAT8_ARRAY):
-        raise PgmlError(f"pgml.nearest: column {column_name} of {found['name']} is {found['type_name']}, "
-                        "not real[] or double precision[]", sqlstate="42804",
-                        hint="pgvector's vector columns have their own operators and indexes (<=>, <->, <#>).")
+        raise DatatypeMismatch(f"pgml.nearest: column {column_name} of {found['name']} is {found['type_name']}, "
+                               "not real[] or double precision[]",
+                               hint="pgvector's vector columns have their own operators and indexes (<=>, <->, <#>).")
     return found
 
 
@@ -249,17 +250,16 @@ def _ctid(key) -> str:
 class _Range:
     """One range of blocks: its vectors as one array_agg (a (rows, dims) matrix) and its ctids."""
 
-    def __init__(self, plpy, table: dict, column_name: str, dims: int):
-        self.plpy, self.name, self.dims = plpy, table["name"], dims
+    def __init__(self, db, table: dict, column_name: str, dims: int):
+        self.db, self.name, self.dims = db, table["name"], dims
         self.dtype = ELEMENTS[700 if table["type"] == FLOAT4_ARRAY else 701]
-        col = plpy.quote_ident(column_name)
+        col = db.quote_ident(column_name)
         rows = f"FROM {self.name} WHERE ctid >= $1 AND ctid < $2 AND {col} IS NOT NULL"
         # Child tables (partitions, inheritance) come back one row each.
         tableoid = "tableoid" if table["parent"] else f"{int(table['oid'])}::pg_catalog.oid"
-        self.select = plpy.prepare(
-            f"SELECT {tableoid} AS tableoid, pgml._array_bytes(pg_catalog.array_agg({col})) AS vectors, "
-            f"pgml._array_bytes(pg_catalog.array_agg(ctid)) AS ctids {rows}"
-            + (" GROUP BY tableoid" if table["parent"] else ""), ["tid", "tid"])
+        self.select = (f"SELECT {tableoid} AS tableoid, pgml._array_bytes(pg_catalog.array_agg({col})) AS vectors, "
+                       f"pgml._array_bytes(pg_catalog.array_agg(ctid)) AS ctids {rows}"
+                       + (" GROUP BY tableoid" if table["parent"] else ""))
         self.each = f"SELECT ctid, pgml._array_bytes({col}) AS vector {rows}"
 
     def read(self, first: int, last: int):
@@ -267,9 +267,10 @@ class _Range:
         the vectors are a (rows, dims) matrix read in place, in the column's element type."""
         bounds = [f"({first},0)", f"({last},0)"]
         try:
-            results = self.plpy.execute(self.select, bounds)
-        except self.plpy.SPIError as exc:
-            if getattr(exc, "sqlstate", None) != "2202E":  # array_agg: arrays of different shapes
+            with self.db.subtransaction():
+                results = self.db.execute(self.select, bounds, ["tid", "tid"])
+        except SqlError as exc:
+            if exc.sqlstate != "2202E":  # array_agg: arrays of different shapes
                 raise
             self._bad_row(bounds)
         for result in results:
@@ -285,11 +286,13 @@ class _Range:
 
     def _bad_row(self, bounds):
         """The error of the range's first vector that is not one-dimensional, has NULLs or the wrong size."""
-        for row in self.plpy.cursor(self.plpy.prepare(self.each, ["tid", "tid"]), bounds):
-            where = f"The row at ctid {row['ctid']} of {self.name}."
-            elements = _elements(row["vector"], where)
-            if len(elements) != self.dims:
-                raise DimensionMismatch(len(elements), self.dims, detail=where)
+        with self.db.cursor(self.each, bounds, ["tid", "tid"]) as rows:
+            while batch := rows.fetch(100):
+                for row in batch:
+                    where = f"The row at ctid {row['ctid']} of {self.name}."
+                    elements = _elements(row["vector"], where)
+                    if len(elements) != self.dims:
+                        raise DimensionMismatch(len(elements), self.dims, detail=where)
         raise PgmlError(f"pgml.nearest: unreadable vectors in {self.name}")  # not reached: some row differed
 
 
@@ -306,18 +309,17 @@ def _raise_malloc_thresholds() -> None:
     np.empty(MALLOC_PRIMER, dtype=np.uint8)
 
 
-def nearest(plpy, relation, column_name, query, k, metric) -> list[tuple]:
+def nearest(db, relation, column_name, query, k, metric) -> list[tuple]:
     """pgml.nearest: (tableoid, ctid, distance) of the k rows nearest to query, nearest first."""
     started = time.perf_counter()
     q = _check_arguments(relation, column_name, query, k, metric)
-    table = _table(plpy, relation, column_name)
-    ranges = _Range(plpy, table, column_name, len(q))
+    table = _table(db, relation, column_name)
+    ranges = _Range(db, table, column_name, len(q))
     # Blocks of the largest table of the tree, read once the first range query holds its locks.
-    size = plpy.prepare(
-        "WITH RECURSIVE tree(relid) AS (SELECT $1::pg_catalog.oid UNION "
-        "  SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid) "
-        "SELECT pg_catalog.max(pg_catalog.pg_relation_size(relid)) "
-        "       / pg_catalog.current_setting('block_size')::pg_catalog.int8 AS blocks FROM tree", ["oid"])
+    size = ("WITH RECURSIVE tree(relid) AS (SELECT $1::pg_catalog.oid UNION "
+            "  SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid) "
+            "SELECT pg_catalog.max(pg_catalog.pg_relation_size(relid)) "
+            "       / pg_catalog.current_setting('block_size')::pg_catalog.int8 AS blocks FROM tree")
 
     _raise_malloc_thresholds()
     best = _Nearest(k)
@@ -338,14 +340,14 @@ def nearest(plpy, relation, column_name, query, k, metric) -> list[tuple]:
             in_numpy += time.perf_counter() - computing
             got += size_read
         if queries == 0:
-            end = plpy.execute(size, [table["oid"]])[0]["blocks"]
+            end = db.execute(size, [table["oid"]], ["oid"])[0]["blocks"]
         queries += 1
         start += step
         # Size the next range to bring back about BATCH_BYTES (vectors stored out of line, in TOAST,
         # make a block carry far more than its 8 kB), growing at most 4x at a time.
         step = max(1, min(step * 4, step * BATCH_BYTES // got)) if got else step * 4
     elapsed = time.perf_counter() - started
-    plpy.debug(f"pgml.nearest: {seen} vectors of {table['name']} ({exact} compared exactly) in {queries} range "
+    db.debug(f"pgml.nearest: {seen} vectors of {table['name']} ({exact} compared exactly) in {queries} range "
                f"queries, {elapsed:.3f} s: "
                f"{elapsed - in_numpy:.3f} s reading (SQL, bytes), {in_numpy:.3f} s computing distances")
     return best.rows()

@@ -7,7 +7,8 @@ Modules, one concern each:
 - metrics.py    the metrics per task, from offline packages (scikit-learn, seqeval, rouge-score, sacrebleu)
 - tasks/        per task: columns, type checks, tokenization, the model class, evaluation
 - training.py   TrainingArguments, the Trainer and its progress callback, LoRA through peft, saving
-- registry.py   pgml.projects / snapshots / models / deployments / files / logs, deploying, and restoring
-                a deployed model's files from pgml.files for pgml.transform
-- run.py        one tune, as a function (one transaction) or as a procedure (commits as it goes)
+- registry/     pgml.projects / snapshots / models / deployments / files / logs: runs, files, serving a
+                deployed model for pgml.transform, deploying
+- signing.py    the MAC of a tuned model's files, keyed with the server's key
+- run.py        one tune in five stages, as a function (one transaction) or as a procedure (commits as it goes)
 """

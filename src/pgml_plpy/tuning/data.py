@@ -75,28 +75,24 @@ class Relation:
         return self.columns[name]
 
 
-def resolve(plpy, relation: int | str) -> Relation:
+def resolve(db, relation: int | str) -> Relation:
     """The relation (an oid, or a schema-qualified name recorded earlier) and its columns."""
     if relation is None or not str(relation).strip():
         raise InvalidParameter("relation_name must name a table or view")
-    if isinstance(relation, int):
-        oid = relation
-    else:
-        oid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ["text"]),
-                           [relation])[0]["oid"]
-    row = plpy.execute(plpy.prepare(
+    oid = relation if isinstance(relation, int) else db.regclass(relation)
+    row = db.execute(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name, c.relkind::text AS kind "
         "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
-        ["oid"]), [oid])[0]
+        [oid], ["oid"])[0]
     if row["kind"] not in RELKINDS:
         raise WrongObjectType(f"{row['name']} is not a table or view")
-    rows = plpy.execute(plpy.prepare(
+    rows = db.execute(
         "SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, "
         "t.typname::text AS typname, t.typcategory::text AS category, e.typname::text AS element, "
         "e.typcategory::text AS element_category, pg_catalog.col_description(a.attrelid, a.attnum) AS comment "
         "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
         "LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
-        "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", ["oid"]), [oid])
+        "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", [oid], ["oid"])
     columns = {r["name"]: Column(r["name"], r["type"], r["typname"], r["category"], r["element"],
                                  r["element_category"], r["comment"]) for r in rows}
     return Relation(oid, row["name"], row["kind"], columns)
@@ -120,7 +116,7 @@ class Rows:
                          + [f"{n} {why}" for why, n in self.other.items() if n])
 
 
-def read(plpy, rel: Relation, roles: dict[str, str], optional: set[str] = frozenset(),
+def read(db, rel: Relation, roles: dict[str, str], optional: set[str] = frozenset(),
          pin_scan: bool = False) -> Rows:
     """The rows of rel as {role: value}: roles maps a role to its column; rows with a NULL in a required
     role's column are skipped and counted, NULLs in optional roles stay None. JSON columns are decoded.
@@ -128,18 +124,13 @@ def read(plpy, rel: Relation, roles: dict[str, str], optional: set[str] = frozen
     'last' sampling means the end of the relation as it is read, so no synchronized scan may start
     mid-table: pgml._tune says so in its SET clause; a procedure (pin_scan) sets it for its transaction."""
     columns = list(dict.fromkeys(roles.values()))
-    select = ", ".join(plpy.quote_ident(c) for c in columns)
+    select = ", ".join(db.quote_ident(c) for c in columns)
     if pin_scan:
-        plpy.execute("SELECT pg_catalog.set_config('synchronize_seqscans', 'off', true)")
-    plan = plpy.prepare(f"SELECT {select} FROM {rel.name}")
+        db.execute("SELECT pg_catalog.set_config('synchronize_seqscans', 'off', true)")
     json_columns = {c for c in columns if rel.columns[c].is_json}
     out, nulls, total = [], {c: 0 for c in columns}, 0
-    cursor = plpy.cursor(plan, [])
-    try:
-        while True:
-            chunk = cursor.fetch(FETCH_ROWS)
-            if not chunk:
-                break
+    with db.cursor(f"SELECT {select} FROM {rel.name}") as cursor:
+        while chunk := cursor.fetch(FETCH_ROWS):
             for raw in chunk:
                 total += 1
                 missing = next((roles[r] for r in roles if r not in optional and raw[roles[r]] is None), None)
@@ -153,8 +144,6 @@ def read(plpy, rel: Relation, roles: dict[str, str], optional: set[str] = frozen
                         value = json.loads(value)
                     row[role] = value
                 out.append(row)
-    finally:
-        cursor.close()
     return Rows(out, total, {c: n for c, n in nulls.items() if n})
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 from .. import interrupts
 from ..errors import InvalidParameter
 from . import params
-from .registry import PICKLES
+from .registry.files import PICKLES
 
 # Progress reports: every REPORT_EVERY seconds for the first minute, then every REPORT_LATER.
 REPORT_EVERY = 2.0
