@@ -48,6 +48,12 @@ class RuntimeUnreachable(RuntimeUnavailable):
     sqlstate = "08001"  # sqlclient_unable_to_establish_sqlconnection
 
 
+class RuntimeProtocolViolation(RuntimeUnavailable):
+    """An answer that breaks the protocol (not JSON, fields missing, a stream cut short)."""
+
+    sqlstate = "08P01"  # protocol_violation
+
+
 def drive(coro, deadline: float | None = None, on_timeout=None):
     """Run coro to completion on this backend's loop, answering interrupts between slices.
 
@@ -98,16 +104,15 @@ class Client:
 
     # ---------------------------------------------------------------------------------------- errors
 
-    def unavailable(self, what: str) -> RuntimeUnavailable:
-        error = RuntimeUnreachable if what.startswith("cannot be reached") else RuntimeUnavailable
+    def unavailable(self, what: str, error: type[RuntimeUnavailable] | None = None) -> RuntimeUnavailable:
+        if error is None:
+            error = RuntimeUnreachable if what.startswith("cannot be reached") else RuntimeUnavailable
         return error(f"{self.route.runtime} runtime at {self.base_url} {what}",
                      hint=f"The route is {self.route.describe()}. " + self.serve_hint)
 
     def malformed(self, what: str) -> RuntimeUnavailable:
         """An answer that breaks the protocol (not JSON, fields missing, a stream cut short): 08P01."""
-        error = self.unavailable(f"sent {what}")
-        error.sqlstate = "08P01"  # protocol_violation
-        return error
+        return self.unavailable(f"sent {what}", RuntimeProtocolViolation)
 
     def timed_out(self) -> RuntimeUnavailable:
         return self.unavailable(f"did not answer within the route's timeout ({self.route.timeout:g} s)")

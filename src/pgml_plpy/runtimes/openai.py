@@ -24,7 +24,7 @@ import ssl
 from dataclasses import dataclass
 
 from ..errors import (InstallError, InvalidParameter, InvalidSetting, NotSupported, PermissionDenied, PgmlError,
-                      one_line, to_pgml_error)
+                      UndefinedObject, one_line, to_pgml_error)
 from ..inputs import json_kind
 from ..settings import Settings
 from ..streaming import cut_at_stops
@@ -465,10 +465,9 @@ class OpenAIRuntime:
             if served is None:
                 return f"{found}; serves {', '.join(ids) or 'no model yet'}"
             if served not in ids:
-                raise PgmlError(f"{found}, but it does not list {served} (it lists {', '.join(ids) or 'none'})",
-                                sqlstate="42704",
-                                hint="Set the route's served_model to the name the engine serves the model under, "
-                                     "or start the engine with the model loaded.")
+                raise UndefinedObject(f"{found}, but it does not list {served} (it lists {', '.join(ids) or 'none'})",
+                                      hint="Set the route's served_model to the name the engine serves the model "
+                                           "under, or start the engine with the model loaded.")
             return f"{found}, serves {served}"
 
 
