@@ -33,7 +33,9 @@ VENV = Path(os.environ.get("PGML_VENV", REPO / ".venv"))
 MODELS_ROOT = Path(os.environ.get("PGML_TEST_MODELS", Path(tempfile.gettempdir()) / "pgml_plpy_test_models"))
 
 
-SERVER_FIXTURES = {"dsn", "private_cluster"}
+# The fixtures that start a PostgreSQL server: this file's, and the names a module gives its own server
+# (test_openai.py's cluster and db, with another environment).
+SERVER_FIXTURES = {"dsn", "private_cluster", "cluster", "db"}
 
 
 def pytest_collection_modifyitems(items):
