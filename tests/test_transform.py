@@ -204,3 +204,18 @@ def test_text_pair_classification(conn, models):
     out = one(conn, "SELECT pgml.transform(%s, inputs => ARRAY[%s::jsonb])",
               (task("text-classification", models["bert-nli"]), pair))
     assert len(out) == 1 and out[0]["label"] in ("entailment", "neutral", "contradiction")
+
+
+def test_calls_in_a_query_planned_parallel(dsn, models):
+    """Every PL/Python routine is PARALLEL UNSAFE: forcing parallel plans leaves its queries serial, and working
+    (PL/Python cannot run SPI in parallel mode, not even in the leader)."""
+    with psycopg.connect(dsn, autocommit=True) as c:  # a fresh backend: its first call activates the package
+        major = one(c, "SELECT current_setting('server_version_num')::int / 10000")
+        c.execute(f"SET {'debug_parallel_query' if major >= 16 else 'force_parallel_mode'} = on")
+        for name in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+            c.execute(f"SET {name} = 0")
+        c.execute("CREATE TEMP TABLE many AS SELECT g AS id, 'text number ' || g AS body FROM generate_series(1, 50) g")
+        assert one(c, "SELECT count(*) FROM many, pgml.chunk('recursive_character', body)") == 50
+        assert one(c, "SELECT count(pgml.embed(%s, body)) FROM many", (models["bert-mlm"],)) == 50
+        assert one(c, "SELECT count(pgml.transform(%s, inputs => ARRAY[body])) FROM many",
+                   (task("text-classification", models["bert-sentiment"]),)) == 50

@@ -3,11 +3,10 @@
 
 -- Not STRICT: a NULL splitter or text is an error (22004) rather than silently no rows.
 -- IMMUTABLE: the chunks depend only on the arguments (and the installed splitter library,
--- as collations depend on theirs). PARALLEL RESTRICTED: a parallel worker would import the
--- package on its own. chunk_index counts from 1, in document order.
+-- as collations depend on theirs). chunk_index counts from 1, in document order.
 CREATE OR REPLACE FUNCTION pgml.chunk(splitter text, "text" text, kwargs jsonb DEFAULT '{}')
 RETURNS TABLE (chunk_index bigint, chunk text)
-LANGUAGE plpython3u IMMUTABLE PARALLEL RESTRICTED COST 1000 ROWS 20
+LANGUAGE plpython3u IMMUTABLE PARALLEL UNSAFE COST 1000 ROWS 20
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:

@@ -6,7 +6,7 @@
 -- here: returning Python float lists costs a text round trip per float.
 CREATE OR REPLACE FUNCTION pgml._embed(transformer text, inputs text[], kwargs jsonb)
 RETURNS SETOF text
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED COST 1000000 ROWS 100
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE COST 1000000 ROWS 100
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -21,7 +21,7 @@ GRANT EXECUTE ON FUNCTION pgml._embed(text, text[], jsonb) TO pgml_user;
 -- embedding is computed once per statement (and generated columns may use it).
 CREATE OR REPLACE FUNCTION pgml.embed(transformer text, "text" text, kwargs jsonb DEFAULT '{}')
 RETURNS real[]
-LANGUAGE sql IMMUTABLE PARALLEL RESTRICTED COST 1000000
+LANGUAGE sql IMMUTABLE PARALLEL UNSAFE COST 1000000
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT e::real[] FROM pgml._embed(transformer, ARRAY["text"], kwargs) AS e
@@ -32,7 +32,7 @@ GRANT EXECUTE ON FUNCTION pgml.embed(text, text, jsonb) TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.embed(transformer text, inputs text[], kwargs jsonb DEFAULT '{}')
 RETURNS SETOF real[]
-LANGUAGE sql IMMUTABLE PARALLEL RESTRICTED COST 1000000 ROWS 100
+LANGUAGE sql IMMUTABLE PARALLEL UNSAFE COST 1000000 ROWS 100
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT e::real[] FROM pgml._embed(transformer, inputs, kwargs) WITH ORDINALITY AS r(e, n) ORDER BY n
@@ -44,7 +44,7 @@ GRANT EXECUTE ON FUNCTION pgml.embed(text, text[], jsonb) TO pgml_user;
 CREATE OR REPLACE FUNCTION pgml.rank(transformer text, query text, documents text[],
                                      kwargs jsonb DEFAULT '{}')
 RETURNS TABLE (corpus_id bigint, score float8, "text" text)
-LANGUAGE plpython3u IMMUTABLE PARALLEL RESTRICTED COST 1000000 ROWS 10
+LANGUAGE plpython3u IMMUTABLE PARALLEL UNSAFE COST 1000000 ROWS 10
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:

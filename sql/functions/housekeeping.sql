@@ -46,7 +46,7 @@ REVOKE ALL ON FUNCTION pgml.activate_venv(text) FROM PUBLIC, pgml_user, pgml_adm
 -- per backend and imports the package; every plpython3u function calls it on first use.
 CREATE OR REPLACE FUNCTION pgml._activate()
 RETURNS text
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 import os, site, sys
@@ -79,7 +79,7 @@ GRANT EXECUTE ON FUNCTION pgml._activate() TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.version()
 RETURNS text
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -92,7 +92,7 @@ GRANT EXECUTE ON FUNCTION pgml.version() TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.python_version()
 RETURNS text
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 import sys
@@ -104,7 +104,7 @@ GRANT EXECUTE ON FUNCTION pgml.python_version() TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.python_package_version(name text)
 RETURNS text
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -117,7 +117,7 @@ GRANT EXECUTE ON FUNCTION pgml.python_package_version(text) TO pgml_admin;
 
 CREATE OR REPLACE FUNCTION pgml.validate_python_dependencies()
 RETURNS TABLE (package text, version text)
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -130,7 +130,7 @@ GRANT EXECUTE ON FUNCTION pgml.validate_python_dependencies() TO pgml_admin;
 
 CREATE OR REPLACE FUNCTION pgml.validate()
 RETURNS TABLE (item text, ok boolean, detail text)
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:

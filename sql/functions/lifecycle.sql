@@ -4,7 +4,7 @@
 
 CREATE OR REPLACE FUNCTION pgml.loaded_models()
 RETURNS SETOF pgml.loaded_model
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -18,7 +18,7 @@ GRANT EXECUTE ON FUNCTION pgml.loaded_models() TO pgml_user;
 -- Every model this backend loaded under that name (for that task, when given).
 CREATE OR REPLACE FUNCTION pgml.unload(model text, task text DEFAULT NULL)
 RETURNS SETOF pgml.loaded_model
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -31,7 +31,7 @@ GRANT EXECUTE ON FUNCTION pgml.unload(text, text) TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.clear_cache()
 RETURNS SETOF pgml.loaded_model
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -44,7 +44,7 @@ GRANT EXECUTE ON FUNCTION pgml.clear_cache() TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.clear_gpu_cache(memory_usage real DEFAULT NULL)
 RETURNS boolean
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -59,7 +59,7 @@ GRANT EXECUTE ON FUNCTION pgml.clear_gpu_cache(real) TO pgml_user;
 -- is a name or a JSON object, as TEXT; the JSONB form hands its text over.
 CREATE OR REPLACE FUNCTION pgml.preload(task text)
 RETURNS SETOF pgml.loaded_model
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -72,7 +72,7 @@ GRANT EXECUTE ON FUNCTION pgml.preload(text) TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.preload(task jsonb)
 RETURNS SETOF pgml.loaded_model
-LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT * FROM pgml.preload(task::text)
@@ -83,7 +83,7 @@ GRANT EXECUTE ON FUNCTION pgml.preload(jsonb) TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.preload_embed(transformer text, kwargs jsonb DEFAULT '{}')
 RETURNS SETOF pgml.loaded_model
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:

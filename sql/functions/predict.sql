@@ -4,13 +4,12 @@
 -- text-pair-classification project. Other projects are an error naming the call that serves them.
 -- (PostgresML's classic-ML overloads take real[] features; these take text, so neither shadows the other.)
 -- STABLE: within one statement the project's deployed model does not change; NULL inputs give NULL
--- labels (STRICT, and element-wise in predict_batch). PARALLEL RESTRICTED: a parallel worker would load
--- its own copy of the model. COST as one embedding (predict) or one transform (predict_batch), so that
--- WHERE and LIMIT apply first.
+-- labels (STRICT, and element-wise in predict_batch). COST as one embedding (predict) or one
+-- transform (predict_batch), so that WHERE and LIMIT apply first.
 
 CREATE OR REPLACE FUNCTION pgml._predict(project text, texts text[], pairs text[])
 RETURNS text[]
-LANGUAGE plpython3u STABLE PARALLEL RESTRICTED COST 10000000
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE COST 10000000
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -23,7 +22,7 @@ GRANT EXECUTE ON FUNCTION pgml._predict(text, text[], text[]) TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.predict(project text, input text)
 RETURNS text
-LANGUAGE sql STABLE STRICT PARALLEL RESTRICTED COST 1000000
+LANGUAGE sql STABLE STRICT PARALLEL UNSAFE COST 1000000
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT (pgml._predict(project, ARRAY[input], NULL))[1]
@@ -34,7 +33,7 @@ GRANT EXECUTE ON FUNCTION pgml.predict(text, text) TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.predict(project text, text1 text, text2 text)
 RETURNS text
-LANGUAGE sql STABLE STRICT PARALLEL RESTRICTED COST 1000000
+LANGUAGE sql STABLE STRICT PARALLEL UNSAFE COST 1000000
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT (pgml._predict(project, ARRAY[text1], ARRAY[text2]))[1]
@@ -45,7 +44,7 @@ GRANT EXECUTE ON FUNCTION pgml.predict(text, text, text) TO pgml_user;
 
 CREATE OR REPLACE FUNCTION pgml.predict_batch(project text, inputs text[])
 RETURNS text[]
-LANGUAGE sql STABLE PARALLEL RESTRICTED COST 10000000
+LANGUAGE sql STABLE PARALLEL UNSAFE COST 10000000
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pgml._predict(project, inputs, NULL)

@@ -18,7 +18,7 @@ GRANT EXECUTE ON FUNCTION pgml._check_setting() TO pgml_admin;
 
 CREATE OR REPLACE FUNCTION pgml._setting_defaults()
 RETURNS TABLE (name text, value text, description text)
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:

@@ -2,13 +2,12 @@
 -- pgml.transform: PostgresML's four overloads (task TEXT or JSONB; inputs TEXT[] or JSONB[]),
 -- each a one-line SQL wrapper over pgml._transform.
 -- `cache` is accepted for compatibility: models are always cached per backend.
--- COST as PostgresML, so that LIMIT and WHERE apply before the call. PARALLEL RESTRICTED:
--- a parallel worker would load its own copy of the model.
+-- COST as PostgresML, so that LIMIT and WHERE apply before the call.
 
 CREATE OR REPLACE FUNCTION pgml._transform(task text, task_is_json boolean, args jsonb, inputs text[],
                                            inputs_are_json boolean)
 RETURNS jsonb
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED COST 10000000
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE COST 10000000
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -22,7 +21,7 @@ GRANT EXECUTE ON FUNCTION pgml._transform(text, boolean, jsonb, text[], boolean)
 CREATE OR REPLACE FUNCTION pgml.transform(task jsonb, args jsonb DEFAULT '{}', inputs text[] DEFAULT '{}',
                                           cache boolean DEFAULT false)
 RETURNS jsonb
-LANGUAGE sql VOLATILE PARALLEL RESTRICTED COST 10000000
+LANGUAGE sql VOLATILE PARALLEL UNSAFE COST 10000000
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pgml._transform(task::text, true, args, inputs, false)
@@ -34,7 +33,7 @@ GRANT EXECUTE ON FUNCTION pgml.transform(jsonb, jsonb, text[], boolean) TO pgml_
 CREATE OR REPLACE FUNCTION pgml.transform(task text, args jsonb DEFAULT '{}', inputs text[] DEFAULT '{}',
                                           cache boolean DEFAULT false)
 RETURNS jsonb
-LANGUAGE sql VOLATILE PARALLEL RESTRICTED COST 10000000
+LANGUAGE sql VOLATILE PARALLEL UNSAFE COST 10000000
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pgml._transform(task, false, args, inputs, false)
@@ -46,7 +45,7 @@ GRANT EXECUTE ON FUNCTION pgml.transform(text, jsonb, text[], boolean) TO pgml_u
 CREATE OR REPLACE FUNCTION pgml.transform(task jsonb, args jsonb DEFAULT '{}', inputs jsonb[] DEFAULT '{}',
                                           cache boolean DEFAULT false)
 RETURNS jsonb
-LANGUAGE sql VOLATILE PARALLEL RESTRICTED COST 10000000
+LANGUAGE sql VOLATILE PARALLEL UNSAFE COST 10000000
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pgml._transform(task::text, true, args, inputs::text[], true)
@@ -58,7 +57,7 @@ GRANT EXECUTE ON FUNCTION pgml.transform(jsonb, jsonb, jsonb[], boolean) TO pgml
 CREATE OR REPLACE FUNCTION pgml.transform(task text, args jsonb DEFAULT '{}', inputs jsonb[] DEFAULT '{}',
                                           cache boolean DEFAULT false)
 RETURNS jsonb
-LANGUAGE sql VOLATILE PARALLEL RESTRICTED COST 10000000
+LANGUAGE sql VOLATILE PARALLEL UNSAFE COST 10000000
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pgml._transform(task, false, args, inputs::text[], true)
@@ -73,7 +72,7 @@ GRANT EXECUTE ON FUNCTION pgml.transform(text, jsonb, jsonb[], boolean) TO pgml_
 CREATE OR REPLACE FUNCTION pgml._transform_stream(task text, task_is_json boolean, args jsonb, inputs text[],
                                                   inputs_are_json boolean)
 RETURNS SETOF jsonb
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED COST 10000000 ROWS 100
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE COST 10000000 ROWS 100
 SET search_path = pg_catalog, pg_temp
 AS $$
 if 'pgml_plpy' not in GD:
@@ -87,7 +86,7 @@ GRANT EXECUTE ON FUNCTION pgml._transform_stream(text, boolean, jsonb, text[], b
 CREATE OR REPLACE FUNCTION pgml.transform_stream(task jsonb, args jsonb DEFAULT '{}', input text DEFAULT '',
                                                  cache boolean DEFAULT false)
 RETURNS SETOF jsonb
-LANGUAGE sql VOLATILE PARALLEL RESTRICTED COST 10000000 ROWS 100
+LANGUAGE sql VOLATILE PARALLEL UNSAFE COST 10000000 ROWS 100
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pgml._transform_stream(task::text, true, args, ARRAY[input], false)
@@ -99,7 +98,7 @@ GRANT EXECUTE ON FUNCTION pgml.transform_stream(jsonb, jsonb, text, boolean) TO 
 CREATE OR REPLACE FUNCTION pgml.transform_stream(task text, args jsonb DEFAULT '{}', input text DEFAULT '',
                                                  cache boolean DEFAULT false)
 RETURNS SETOF jsonb
-LANGUAGE sql VOLATILE PARALLEL RESTRICTED COST 10000000 ROWS 100
+LANGUAGE sql VOLATILE PARALLEL UNSAFE COST 10000000 ROWS 100
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pgml._transform_stream(task, false, args, ARRAY[input], false)
@@ -111,7 +110,7 @@ GRANT EXECUTE ON FUNCTION pgml.transform_stream(text, jsonb, text, boolean) TO p
 CREATE OR REPLACE FUNCTION pgml.transform_stream(task jsonb, args jsonb DEFAULT '{}',
                                                  inputs jsonb[] DEFAULT '{}', cache boolean DEFAULT false)
 RETURNS SETOF jsonb
-LANGUAGE sql VOLATILE PARALLEL RESTRICTED COST 10000000 ROWS 100
+LANGUAGE sql VOLATILE PARALLEL UNSAFE COST 10000000 ROWS 100
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pgml._transform_stream(task::text, true, args, inputs::text[], true)
@@ -123,7 +122,7 @@ GRANT EXECUTE ON FUNCTION pgml.transform_stream(jsonb, jsonb, jsonb[], boolean) 
 CREATE OR REPLACE FUNCTION pgml.transform_stream(task text, args jsonb DEFAULT '{}',
                                                  inputs jsonb[] DEFAULT '{}', cache boolean DEFAULT false)
 RETURNS SETOF jsonb
-LANGUAGE sql VOLATILE PARALLEL RESTRICTED COST 10000000 ROWS 100
+LANGUAGE sql VOLATILE PARALLEL UNSAFE COST 10000000 ROWS 100
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pgml._transform_stream(task, false, args, inputs::text[], true)

@@ -1,7 +1,5 @@
 -- Generated from src/pgml_plpy/sqlapi.py by scripts/gen_sql.py: edit the table, then run .venv/bin/python scripts/gen_sql.py
 -- Vectors over REAL[] without pgvector: the similarity functions and pgml.nearest.
--- PARALLEL UNSAFE where PL/Python runs: a backend's first call imports the package through SPI,
--- and PL/Python cannot run SPI inside a parallel query (not even in the leader).
 
 -- An array's own bytes as bytea: PostgreSQL's byteasend returns its (detoasted) varlena argument
 -- unchanged, and any varlena is a valid bytea, so declared for arrays it hands a vector, or a

@@ -11,6 +11,13 @@ hand-written in sql/schema/. Each routine gets REVOKE ALL FROM PUBLIC and one gr
 A PL/Python routine with an `entry` calls server.<entry>(plpy, *args): PL/Python hands the arguments over
 as the list `args` (as well as by name, where a parameter named `args`, or named like a result column, is
 shadowed), so they go on by position, in the SQL order, to an entry point that takes them in that order.
+
+PARALLEL UNSAFE, unless a routine runs no PL/Python: PL/Python runs every SPI call in a subtransaction,
+which PostgreSQL refuses in parallel mode, also in the leader of a parallel plan (where RESTRICTED
+functions run): the package's activation and every settings read would fail ("cannot start
+subtransactions during a parallel operation"), and on PostgreSQL 15 a backend crashed after such
+failures. An UNSAFE function keeps the whole statement serial, which costs nothing here: the models
+batch and thread inside one call.
 """
 
 from __future__ import annotations
@@ -80,7 +87,7 @@ class Routine:
     body: str | None = None      # a body of its own, in its language
     language: str = "plpython3u"
     volatility: str = "VOLATILE"
-    parallel: str = "RESTRICTED"
+    parallel: str = "UNSAFE"       # see PARALLEL in the module's notes
     strict: bool = False
     cost: int | None = None
     rows: int | None = None
@@ -91,6 +98,7 @@ class Routine:
         assert self.grant in GRANTEES, self.grant
         assert (self.entry is None) != (self.body is None), f"{self.name}: an entry or a body"
         assert self.entry is None or self.language == "plpython3u", self.name
+        assert self.language != "plpython3u" or self.parallel == "UNSAFE", f"{self.name}: PL/Python in parallel mode"
         assert self.returns is not None or not self.set, f"{self.name}: a procedure that commits has no SET"
 
     @property
@@ -137,7 +145,7 @@ HOUSEKEEPING = Area("housekeeping", "Activation of the venv in each backend, ver
             notes="Records the venv as the body of pgml._venv(), which only its owner (the installing superuser)\n"
                   "can replace: the venv decides what code the server runs, so it is never a GUC that any user\n"
                   "could SET. New connections use the new venv.",
-            language="plpgsql", parallel="UNSAFE", body="""BEGIN
+            language="plpgsql", body="""BEGIN
   IF venv IS NULL OR venv !~ '^/' THEN
     RAISE EXCEPTION 'pgml: the venv must be an absolute path, not %', coalesce(quote_literal(venv), 'NULL')
       USING ERRCODE = '22023';
@@ -199,7 +207,7 @@ SETTINGS = Area("settings", "Server settings (the table pgml.settings is in sql/
     Routine("_check_setting", "", "trigger", A, "checks each change of pgml.settings",
             notes="Checks each new value, so that a typo cannot break every call, and that only a superuser adds,\n"
                   "changes or removes a trust setting.",
-            parallel="UNSAFE", entry="check_setting"),
+            entry="check_setting"),
     Routine("_setting_defaults", "", "TABLE (name text, value text, description text)", S,
             "every setting's default and description (seeds pgml.settings)", entry="setting_defaults"),
 ))
@@ -223,8 +231,7 @@ def _overloads(name: str, text_inputs: str, as_array: str, returns: str, rows: i
 TRANSFORM = Area("transform", "pgml.transform: PostgresML's four overloads (task TEXT or JSONB; inputs TEXT[] or "
                               "JSONB[]),\neach a one-line SQL wrapper over pgml._transform.\n"
                               "`cache` is accepted for compatibility: models are always cached per backend.\n"
-                              "COST as PostgresML, so that LIMIT and WHERE apply before the call. PARALLEL "
-                              "RESTRICTED:\na parallel worker would load its own copy of the model.", (
+                              "COST as PostgresML, so that LIMIT and WHERE apply before the call.", (
     Routine("_transform", "task text, task_is_json boolean, args jsonb, inputs text[], inputs_are_json boolean",
             "jsonb", U, "pgml.transform's PL/Python body", entry="transform", cost=10000000),
     *_overloads("transform", "inputs text[] DEFAULT '{}'", "inputs", "jsonb", None),
@@ -245,8 +252,7 @@ CHUNK = Area("chunk", "pgml.chunk: PostgresML's splitter names and kwargs (LangC
             "TABLE (chunk_index bigint, chunk text)", U, "a text split into chunks, chunk_index from 1",
             notes="Not STRICT: a NULL splitter or text is an error (22004) rather than silently no rows.\n"
                   "IMMUTABLE: the chunks depend only on the arguments (and the installed splitter library,\n"
-                  "as collations depend on theirs). PARALLEL RESTRICTED: a parallel worker would import the\n"
-                  "package on its own. chunk_index counts from 1, in document order.",
+                  "as collations depend on theirs). chunk_index counts from 1, in document order.",
             entry="chunk", volatility="IMMUTABLE", cost=1000, rows=20),
 ))
 
@@ -262,14 +268,14 @@ LOAD_DATASET = Area("load_dataset", "pgml.load_dataset: a Hugging Face dataset (
             notes="VOLATILE and PARALLEL UNSAFE: it creates, replaces and fills a table. Not STRICT: a NULL\n"
                   "source is an error (22004). The table belongs to the calling role, which fills it with its own\n"
                   "privileges; pgml._create_table makes it, as roles have no CREATE on schema pgml.",
-            entry="load_dataset", parallel="UNSAFE", cost=100000000, rows=1),
+            entry="load_dataset", cost=100000000, rows=1),
     Routine("_create_table", "table_name text, column_names text[], column_types regtype[], owner name", "text", A,
             "makes the table pgml.\"<table_name>\" for a member of pgml_admin (load_dataset, tune's snapshots)",
             notes="A table pgml.\"<table_name>\" (load_dataset's tables, tune's snapshots) owned by owner, a role the\n"
                   "session may act as that is a member of pgml_admin: roles have no CREATE on schema pgml, so that\n"
                   "none can put a function, type or view there for others to run. Column types are types, never SQL\n"
                   "text; the caller fills the table with its own privileges.",
-            language="plpgsql", parallel="UNSAFE", security_definer=True, body="""DECLARE
+            language="plpgsql", security_definer=True, body="""DECLARE
   qualified text := format('pgml.%I', table_name);
   columns text;
 BEGIN
@@ -327,13 +333,11 @@ EMBED = Area("embed", "Embeddings (sentence-transformers), cross-encoder ranking
 
 def _similarity(kind: str, summary: str) -> Routine:
     return Routine(kind, "a real[], b real[]", "float8", U, summary, language="sql", volatility="IMMUTABLE",
-                   strict=True, parallel="UNSAFE", set=(),
+                   strict=True, set=(),
                    body=f"SELECT pgml._similarity('{kind}', pgml._array_bytes(a), pgml._array_bytes(b))")
 
 
-VECTORS = Area("vectors", "Vectors over REAL[] without pgvector: the similarity functions and pgml.nearest.\n"
-                          "PARALLEL UNSAFE where PL/Python runs: a backend's first call imports the package through "
-                          "SPI,\nand PL/Python cannot run SPI inside a parallel query (not even in the leader).", (
+VECTORS = Area("vectors", "Vectors over REAL[] without pgvector: the similarity functions and pgml.nearest.", (
     Routine("_array_bytes", "anyarray", "bytea", U, "an array's own bytes, as bytea",
             notes="An array's own bytes as bytea: PostgreSQL's byteasend returns its (detoasted) varlena argument\n"
                   "unchanged, and any varlena is a valid bytea, so declared for arrays it hands a vector, or a\n"
@@ -348,7 +352,7 @@ VECTORS = Area("vectors", "Vectors over REAL[] without pgvector: the similarity 
                   "activation (pgml._activate pins its own search_path), so the caller's search_path changes "
                   "nothing.\nIts entry point is called once per row: it reports errors itself, without entry's "
                   "per-call work.",
-            entry="similarity", volatility="IMMUTABLE", strict=True, parallel="UNSAFE", set=()),
+            entry="similarity", volatility="IMMUTABLE", strict=True, set=()),
     Routine("cosine_distance", "a real[], b real[]", "float8", U, "1 - the cosine similarity (pgvector's <=>)",
             notes="Similarity without pgvector. STRICT: a NULL vector gives NULL (it sorts last); a zero vector\n"
                   "gives NULL in the cosine functions; different dimensions are an error (22000), and so are NULL\n"
@@ -356,7 +360,7 @@ VECTORS = Area("vectors", "Vectors over REAL[] without pgvector: the similarity 
                   "The planner inlines these SQL bodies into the calling query, which a SET clause would prevent:\n"
                   "a row then costs two byte copies and one PL/Python call. Every name in them is schema-qualified\n"
                   "and they use no operator, so the caller's search_path cannot change what they run.",
-            language="sql", volatility="IMMUTABLE", strict=True, parallel="UNSAFE", set=(),
+            language="sql", volatility="IMMUTABLE", strict=True, set=(),
             body="SELECT pgml._similarity('cosine_distance', pgml._array_bytes(a), pgml._array_bytes(b))"),
     _similarity("cosine_similarity", "the cosine similarity of two vectors"),
     _similarity("dot_product", "the dot product of two vectors"),
@@ -366,7 +370,7 @@ VECTORS = Area("vectors", "Vectors over REAL[] without pgvector: the similarity 
             notes="The k rows of relation nearest to query, read in ranges of blocks as bytes and compared in numpy.\n"
                   "SECURITY INVOKER (the default): the caller's privileges and row-level security apply. STABLE:\n"
                   "its queries see the calling statement's snapshot. Join back on (tableoid, ctid).",
-            entry="nearest", volatility="STABLE", parallel="UNSAFE", cost=100000, rows=10),
+            entry="nearest", volatility="STABLE", cost=100000, rows=10),
 ))
 
 # ---------------------------------------------------------------------------------------------- lifecycle
@@ -413,7 +417,7 @@ def _registry(name: str, signature: str, returns: str, summary: str, body: str, 
               language: str = "plpgsql", volatility: str = "VOLATILE", grant: str = A) -> Routine:
     """One of the SECURITY DEFINER functions that write the registry (see _REGISTRY)."""
     return Routine(name, signature, returns, grant, summary, notes=notes, language=language, volatility=volatility,
-                   parallel="UNSAFE", security_definer=True, body=body)
+                   security_definer=True, body=body)
 
 
 TUNE = Area("tune", "Fine-tuning from tables: pgml.tune (PostgresML's function, one transaction), CALL "
@@ -424,7 +428,7 @@ TUNE = Area("tune", "Fine-tuning from tables: pgml.tune (PostgresML's function, 
                   "user) unless it exists, and signs the successful models that have no MAC: those stored before MACs\n"
                   "existed, which an upgrade keeps serving. Only its owner, the installing superuser, may run it\n"
                   "(sql/install.sql does): it vouches for whatever those rows hold.",
-            entry="sign_models", parallel="UNSAFE"),
+            entry="sign_models"),
     _registry("_registry_run", "model_id bigint", "bigint", "the project of a run this backend is tuning now",
               notes=_REGISTRY + "\n\nThe project of model_id, which this backend must be tuning now (the owner's only: "
                                 "the other\n_registry_* functions call it as owner).",
@@ -519,7 +523,7 @@ END"""),
     Routine("_tune", "project_name text, task text, relation oid, y_column_name text, model_name text, "
                      "hyperparams jsonb, test_size real, test_sampling pgml.sampling, automatic_deploy boolean, "
                      "materialize_snapshot boolean", _TUNE_RESULT, A, "pgml.tune's PL/Python body",
-            entry="tune", entry_kwargs="procedure=False", parallel="UNSAFE", cost=100000000, rows=1,
+            entry="tune", entry_kwargs="procedure=False", cost=100000000, rows=1,
             set=PINNED + (("synchronize_seqscans", "off", "test_sampling 'last': the relation read from its start"),)),
     Routine("tune", _TUNE, _TUNE_RESULT, A, "PostgresML's pgml.tune: fine-tunes a model on a table, in one "
                                             "transaction",
@@ -528,7 +532,7 @@ END"""),
                   "Not pinned to a search_path, deliberately: relation_name is a name in the caller's search_path, "
                   "as\nin PostgresML, so it is resolved here, as the caller sees it (everything else is "
                   "schema-qualified),\nand the pinned pgml._tune gets its oid.",
-            language="sql", parallel="UNSAFE", cost=100000000, rows=1, set=(),
+            language="sql", cost=100000000, rows=1, set=(),
             body="SELECT * FROM pgml._tune($1, $2, $3::pg_catalog.regclass::pg_catalog.oid, $4, $5, $6, $7, $8, $9, "
                  "$10)"),
     Routine("tune_run", _TUNE + ", INOUT model_id bigint DEFAULT NULL, INOUT status text DEFAULT NULL, "
@@ -542,10 +546,10 @@ END"""),
     Routine("deploy", "model_id bigint", "TABLE (project text, strategy text, algorithm text)", A,
             "deploys one model (or rolls back to it)",
             notes="PostgresML's pgml.deploy: a model by id (deploy it, or roll back to it), or by strategy.",
-            entry="deploy", parallel="UNSAFE"),
+            entry="deploy"),
     Routine("deploy", "project_name text, strategy pgml.strategy, algorithm text DEFAULT NULL",
             "TABLE (project text, strategy text, algorithm text)", A,
-            "deploys a project's model chosen by strategy", entry="deploy_strategy", parallel="UNSAFE"),
+            "deploys a project's model chosen by strategy", entry="deploy_strategy"),
 ))
 
 # ------------------------------------------------------------------------------------------------ predict
@@ -555,9 +559,8 @@ after pgml.tune: the label (text) a project's deployed model gives a text, or a 
 text-pair-classification project. Other projects are an error naming the call that serves them.
 (PostgresML's classic-ML overloads take real[] features; these take text, so neither shadows the other.)
 STABLE: within one statement the project's deployed model does not change; NULL inputs give NULL
-labels (STRICT, and element-wise in predict_batch). PARALLEL RESTRICTED: a parallel worker would load
-its own copy of the model. COST as one embedding (predict) or one transform (predict_batch), so that
-WHERE and LIMIT apply first.""", (
+labels (STRICT, and element-wise in predict_batch). COST as one embedding (predict) or one
+transform (predict_batch), so that WHERE and LIMIT apply first.""", (
     Routine("_predict", "project text, texts text[], pairs text[]", "text[]", U,
             "pgml.predict's PL/Python body: the labels of texts (or pairs)", entry="predict", volatility="STABLE",
             cost=10000000),
