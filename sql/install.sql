@@ -21,6 +21,7 @@ COMMENT ON SCHEMA pgml IS 'pgml_plpy: Hugging Face models from SQL';
 \ir schema/settings.sql
 \ir schema/lifecycle.sql
 \ir schema/tune.sql
+\ir schema/vectorizer.sql
 \ir schema/roles.sql
 -- Every function with its grant, generated from src/pgml_plpy/sqlapi.py by scripts/gen_sql.py.
 \ir functions/all.sql
@@ -37,6 +38,18 @@ ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description;
 -- The server's key for signing tuned models (made unless it exists), and the models stored before
 -- signing existed signed.
 SELECT pgml._sign_models() AS tuned_models_signed;
+-- A source table dropped (DROP TABLE, DROP SCHEMA ... CASCADE, DROP OWNED) takes its vectorizers along;
+-- an ALTER TABLE of a source (a key column renamed, say) re-creates their triggers.
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgml_vectorizer_sources_dropped') THEN
+    CREATE EVENT TRIGGER pgml_vectorizer_sources_dropped ON sql_drop
+      EXECUTE FUNCTION pgml._vectorizer_sources_dropped();
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgml_vectorizer_sources_altered') THEN
+    CREATE EVENT TRIGGER pgml_vectorizer_sources_altered ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+      EXECUTE FUNCTION pgml._vectorizer_sources_altered();
+  END IF;
+END $$;
 
 -- Fails here, rolling everything back, when the venv cannot be used.
 SELECT pgml.version() AS pgml_version;

@@ -7,6 +7,7 @@
 \ir load_dataset.sql
 \ir embed.sql
 \ir vectors.sql
+\ir vectorizer.sql
 \ir lifecycle.sql
 \ir tune.sql
 \ir predict.sql

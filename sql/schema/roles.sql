@@ -1,8 +1,10 @@
 -- Who may do what. plpython3u is untrusted: these functions run as the server's OS user, so
 -- nothing is executable by PUBLIC, and a DBA grants one of two roles:
 --   pgml_user:  run models (transform, transform_stream, predict, embed, rank, chunk), vector search (the
---               similarity functions, nearest) and manage its own backend's models (loaded_models,
---               preload, unload, clear_cache);
+--               similarity functions, nearest), manage its own backend's models (loaded_models,
+--               preload, unload, clear_cache), and keep its own tables' embeddings in sync
+--               (create/alter/drop/run_vectorizer: each checks the caller's rights on the table and
+--               the vectorizer);
 --   pgml_admin: also tune, deploy, load_dataset, embed_table, validate, change the limit settings and
 --               delete projects and models.
 -- Members of pgml_admin cannot run code as the server: the trust settings are the superuser's (the
@@ -28,8 +30,8 @@ GRANT pgml_user TO pgml_admin;
 -- pgml.embed(text, ...)) or run its owner's code for whoever uses it, and a registry table of another
 -- role (made, or renamed into place, before this install adopted it) would be its to rewrite. Earlier
 -- releases let pgml_admin create objects there.
--- The registry and the settings (every table and view the install makes is in this list): pgml_user
--- reads them (serving restores a deployed model's files in the caller's backend). pgml_admin changes
+-- The registry and the settings (every table and view the install makes is in this list or the
+-- vectorizers'): pgml_user reads them (serving restores a deployed model's files in the caller's backend). pgml_admin changes
 -- the value of a setting (the trigger keeps the trust settings for superusers) and deletes projects
 -- and models (their deployments, files and logs go with them: that stops serving a model or falls
 -- back to an earlier deployment of a signed one, never serves weights the server did not write). The
@@ -38,6 +40,9 @@ DO $$
 DECLARE
   registry text[] := ARRAY['settings', 'projects', 'snapshots', 'models', 'deployments', 'files', 'logs',
                            'tune_runs', 'deployed_models'];
+  -- The vectorizers' bookkeeping holds keys of the users' rows: its owner's alone (the view shows each
+  -- role its own).
+  private text[] := ARRAY['_vectorizers', '_vectorizer_queue'];
   foreign_objects text;
   relations text;
 BEGIN
@@ -57,7 +62,8 @@ BEGIN
     UNION ALL
     SELECT c.oid::pg_catalog.regclass::text, r.rolname, r.rolsuper
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
-    WHERE c.relnamespace = 'pgml'::pg_catalog.regnamespace AND c.relname = ANY (registry)
+    WHERE c.relnamespace = 'pgml'::pg_catalog.regnamespace
+      AND c.relname = ANY (registry || private || 'vectorizers'::text)
   ) o WHERE NOT o.rolsuper;
   IF foreign_objects IS NOT NULL THEN
     RAISE EXCEPTION 'pgml install: schema pgml holds objects of roles that are not superusers: %', foreign_objects
@@ -68,6 +74,9 @@ BEGIN
   SELECT string_agg(pg_catalog.format('pgml.%I', name), ', ') INTO relations FROM unnest(registry) AS name;
   EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC, pgml_user, pgml_admin', relations);
   EXECUTE pg_catalog.format('GRANT SELECT ON %s TO pgml_user', relations);
+  SELECT string_agg(pg_catalog.format('pgml.%I', name), ', ') INTO relations FROM unnest(private) AS name;
+  EXECUTE pg_catalog.format('REVOKE ALL ON %s, pgml.vectorizers FROM PUBLIC, pgml_user, pgml_admin', relations);
+  GRANT SELECT ON pgml.vectorizers TO pgml_user;
 END $$;
 GRANT UPDATE (value) ON pgml.settings TO pgml_admin;
 GRANT DELETE ON pgml.projects, pgml.models TO pgml_admin;

@@ -85,6 +85,14 @@ class WrongObjectType(PgmlError):
     sqlstate = "42809"  # wrong_object_type: not a table (or view)
 
 
+class DuplicateColumn(PgmlError):
+    sqlstate = "42701"  # duplicate_column: a vectorizer's key named like a column the embeddings table has
+
+
+class DuplicateObject(PgmlError):
+    sqlstate = "42710"  # duplicate_object: a vectorizer of that name exists
+
+
 class DatatypeMismatch(PgmlError):
     sqlstate = "42804"  # datatype_mismatch: a column of the wrong type
 

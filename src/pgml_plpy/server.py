@@ -434,6 +434,39 @@ def load_dataset(db, settings, source, subset, limit, kwargs) -> list[tuple[str,
     return run(db, source, subset, limit, kwargs, settings=settings)
 
 
+# ------------------------------------------------------------------------------------ vectorizers
+
+
+@entry("create_vectorizer")
+def create_vectorizer(db, settings, name, source, text_column, model, chunking, kwargs, schedule) -> str:
+    from .vectorizer import create
+
+    # PL/Python hands a regclass over as its name, qualified as the pinned search_path shows it.
+    return create(db, settings, name, source, text_column, model, chunking, kwargs, schedule)
+
+
+@entry("alter_vectorizer")
+def alter_vectorizer(db, settings, name, model, chunking, kwargs) -> None:
+    from .vectorizer import alter
+
+    alter(db, settings, name, model, chunking, kwargs)
+
+
+@entry("drop_vectorizer", settings=False)
+def drop_vectorizer(db, name, drop_table) -> None:
+    from .vectorizer import drop
+
+    drop(db, name, drop_table)
+
+
+@entry("run_vectorizer", settings=False)
+def run_vectorizer(db, name) -> None:
+    """CALL pgml.run_vectorizer: the settings are read once the run acts as the vectorizer's owner."""
+    from .vectorizer import run
+
+    run(db, name, lambda: _settings(db))
+
+
 # ------------------------------------------------------------------------------------ fine-tuning
 
 
