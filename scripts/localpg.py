@@ -33,12 +33,15 @@ def pg_bindir() -> Path:
 
 
 class LocalCluster:
-    def __init__(self, root: str | os.PathLike, port: int = 5432):
+    """config: more postgresql.conf settings for a new cluster (e.g. shared_preload_libraries)."""
+
+    def __init__(self, root: str | os.PathLike, port: int = 5432, config: dict[str, str] | None = None):
         self.root = Path(root).resolve()
         self.data = self.root / "data"
         self.sockets = self.root / "sock"
         self.log = self.root / "server.log"
         self.port = port
+        self.config = dict(config or {})
         self.bin = pg_bindir()
         self.as_root = os.geteuid() == 0
 
@@ -63,6 +66,9 @@ class LocalCluster:
         if not (self.data / "PG_VERSION").exists():
             self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
                       "-E", "UTF8", "--locale=C.UTF-8", capture_output=True)
+            with open(self.data / "postgresql.conf", "a") as conf:
+                for name, value in self.config.items():
+                    conf.write(f"{name} = '{value.replace(chr(39), chr(39) * 2)}'\n")
         status = self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "status", check=False,
                            capture_output=True)
         if status.returncode != 0:

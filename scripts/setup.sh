@@ -3,7 +3,7 @@
 # the venv (.venv) holding the package, built with the distribution's python3 (the Python
 # that PL/Python runs). Safe to re-run.
 #   bash scripts/setup.sh           # what a server and the demo need
-#   bash scripts/setup.sh --tests   # plus the test tools and the transformers 4.x reference overlay
+#   bash scripts/setup.sh --tests   # plus the test tools, pg_cron and the transformers 4.x reference overlay
 # Environment: PG_MAJOR (default: the installed or the distribution's PostgreSQL),
 # PGML_VENV (default .venv), TORCH_SPEC (default the CPU wheel torch==2.13.0; a GPU user
 # sets it to a CUDA build).
@@ -23,8 +23,11 @@ if [ -z "${PG_MAJOR:-}" ]; then
     PG_MAJOR=$(apt-cache depends postgresql | sed -n 's/.*Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -n 1)
   fi
 fi
+packages=("postgresql-$PG_MAJOR" "postgresql-plpython3-$PG_MAJOR" python3-venv)
+# The tests schedule vectorizers with pg_cron (a cluster of their own loads it).
+[ $TESTS = 1 ] && packages+=("postgresql-$PG_MAJOR-cron")
 missing=()
-for pkg in "postgresql-$PG_MAJOR" "postgresql-plpython3-$PG_MAJOR" python3-venv; do
+for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -11,6 +11,7 @@ mark themselves `slow`, `soak` or `faults`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -35,7 +36,7 @@ MODELS_ROOT = Path(os.environ.get("PGML_TEST_MODELS", Path(tempfile.gettempdir()
 
 # The fixtures that start a PostgreSQL server: this file's, and the names a module gives its own server
 # (test_openai.py's cluster and db, with another environment).
-SERVER_FIXTURES = {"dsn", "private_cluster", "cluster", "db"}
+SERVER_FIXTURES = {"dsn", "private_cluster", "cron_cluster", "cluster", "db"}
 
 
 def pytest_collection_modifyitems(items):
@@ -109,20 +110,41 @@ def dsn(models):
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def private_cluster(models):
-    """A throwaway local cluster of the module's own, for tests that crash or break a server.
-
-    It is always a local initdb cluster (kill -9 needs the server's processes at hand)."""
+@contextlib.contextmanager
+def local_cluster(config: dict[str, str] | None = None, sockets_setting: str | None = None):
+    """A throwaway local initdb cluster with pgml_plpy installed, its postgresql.conf extended with config
+    (and sockets_setting set to its socket folder, for settings that must name it)."""
     root = tempfile.mkdtemp(prefix="pgml_plpy_private_")
-    cluster = LocalCluster(root, _free_port()).start()
+    cluster = LocalCluster(root, _free_port(), config)
+    if sockets_setting:
+        cluster.config[sockets_setting] = str(cluster.sockets)
     try:
+        cluster.start()
         cluster.install(VENV)
         _own_models_cache(cluster.dsn, os.path.join(root, "models_cache"))
         yield cluster
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def private_cluster(models):
+    """A throwaway local cluster of the module's own, for tests that crash or break a server.
+
+    It is always a local initdb cluster (kill -9 needs the server's processes at hand)."""
+    with local_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def cron_cluster(models):
+    """A local cluster of the module's own with pg_cron loaded (Debian's postgresql-15-cron: scripts/setup.sh
+    --tests installs it) and created in database postgres; its jobs connect over the cluster's socket."""
+    config = {"shared_preload_libraries": "pg_cron", "cron.database_name": "postgres"}
+    with local_cluster(config, sockets_setting="cron.host") as cluster:
+        cluster.psql("-q", "-c", "CREATE EXTENSION pg_cron", capture=True)
+        yield cluster
 
 
 @pytest.fixture(scope="session")

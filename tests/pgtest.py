@@ -90,3 +90,17 @@ def hf_cache(root: str, model_folder: str, repos: list[str]) -> None:
         with open(os.path.join(folder, "refs", "main"), "w") as f:
             f.write(commit)
     readable_tree(root)
+
+
+def eventually(check, timeout: float = 120.0, every: float = 0.2, what: str = "the condition"):
+    """check()'s first truthy result, polled until timeout seconds pass (then the test fails)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not hold within {timeout:.0f} s (last: {result!r})")
+        time.sleep(every)

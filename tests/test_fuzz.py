@@ -231,3 +231,49 @@ def test_trust_settings_and_the_registry(fuzzer, untouched):
         call(fuzzer, "SELECT pgml._create_table(%s, %s, %s::regtype[], %s)",
              (table, columns, ["text"] * len(columns), owner))
     run()
+
+
+def test_vectorizers(fuzzer, untouched, conn, models):
+    """The vectorizer API, and the bookkeeping's own functions against a vectorizer of another role."""
+    conn.execute("DROP TABLE IF EXISTS fuzz_vec_src CASCADE")
+    conn.execute("CREATE TABLE fuzz_vec_src (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO fuzz_vec_src VALUES (1, 'one'), (2, 'two')")
+    conn.execute("SELECT pgml.create_vectorizer('fuzz_vec', 'fuzz_vec_src', 'body', 'acme/x')")
+    target = conn.execute("SELECT id FROM pgml._vectorizers WHERE name = 'fuzz_vec'").fetchone()[0]
+
+    def bookkeeping():
+        return conn.execute("SELECT (SELECT array_agg((name, model, chunking, building) ORDER BY id) "
+                            "FROM pgml._vectorizers), (SELECT array_agg((vectorizer_id, key, error) ORDER BY id) "
+                            "FROM pgml._vectorizer_queue)").fetchone()
+
+    before = bookkeeping()
+    ids = st.one_of(st.just(target), st.integers(-10, 10**6), st.none())
+
+    @FUZZ
+    @given(name=st.one_of(st.just("fuzz_vec"), texts, st.none()),
+           relation=st.one_of(st.sampled_from(["fuzz_vec_src", "pgml.settings", "pg_class", "fuzz_vec_embeddings"]),
+                              texts),
+           column=st.none() | texts, model=model_names(models), chunking=json_values.map(json.dumps),
+           kwargs=args.map(json.dumps), schedule=st.none() | texts, vectorizer=ids,
+           numbers=st.lists(st.one_of(st.none(), st.integers(-10, 10**6)), max_size=3),
+           keys=st.lists(st.one_of(st.none(), texts), max_size=3), flag=st.none() | st.booleans())
+    def run(name, relation, column, model, chunking, kwargs, schedule, vectorizer, numbers, keys, flag):
+        call(fuzzer, "SELECT pgml.create_vectorizer(%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s)",
+             (name, relation, column, model, chunking, kwargs, schedule))
+        call(fuzzer, "SELECT pgml.alter_vectorizer(%s, %s, %s::jsonb, %s::jsonb)", (name, model, chunking, kwargs))
+        call(fuzzer, "CALL pgml.run_vectorizer(%s)", (name,))
+        call(fuzzer, "SELECT pgml.drop_vectorizer(%s, %s)", (name, flag))
+        call(fuzzer, "SELECT * FROM pgml._vectorizer_claim(%s, %s, %s)", (vectorizer, 10**6, 10))
+        call(fuzzer, "SELECT pgml._vectorizer_done(%s, %s::bigint[], %s::bigint[], %s::text[])",
+             (vectorizer, numbers, numbers, keys))
+        call(fuzzer, "SELECT pgml._vectorizer_register(%s, %s, %s, 2::int2, '{1}', %s, %s, '{}', '{}', %s)",
+             (name, column, vectorizer, vectorizer, model, schedule))
+        for helper in ("_vectorizer_retry(%s)", "_vectorizer_swapped(%s)", "* FROM pgml._vectorizer_finish(%s, NULL)",
+                       "* FROM pgml._vectorizer_unregister(%s)", "* FROM pgml._vectorizer_config(%s)"):
+            call(fuzzer, "SELECT " + ("" if helper.startswith("*") else "pgml.") + helper, (vectorizer,))
+    try:
+        run()
+        assert bookkeeping() == before
+    finally:
+        conn.execute("SELECT pgml.drop_vectorizer('fuzz_vec', true)")
+        conn.execute("DROP TABLE fuzz_vec_src")

@@ -37,6 +37,7 @@ def test_every_function_pins_search_path(conn):
         ("pgml.cosine_similarity(real[],real[])",),
         ("pgml.dot_product(real[],real[])",),
         ("pgml.embed_table(regclass,text,text,text,jsonb,integer)",),
+        ("pgml.run_vectorizer(text)",),
         ("pgml.tune(text,text,text,text,text,jsonb,real,pgml.sampling,boolean,boolean)",),
         ("pgml.tune_run(text,text,text,text,text,jsonb,real,pgml.sampling,boolean,boolean,bigint,text,boolean)",)]
 
