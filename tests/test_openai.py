@@ -340,6 +340,42 @@ def test_batches_are_sent_at_once(db, routed, embedder):
     assert after["most_in_flight"] >= 2  # each request is held a second: they were in flight together
 
 
+def test_a_vectorizer_routed_to_an_engine(db, routed, embedder):
+    """A vectorizer's model is routed like any other: its batches go to the engine in a few requests,
+    and a row the engine refuses fails alone, with the engine's error."""
+    import httpx
+
+    def requests(work) -> int:
+        before = httpx.get(embedder.url[:-3] + "/stats").json()["embeddings"]
+        work()
+        return httpx.get(embedder.url[:-3] + "/stats").json()["embeddings"] - before
+
+    db.execute("DROP TABLE IF EXISTS routed_docs CASCADE")
+    db.execute("CREATE TABLE routed_docs (id int PRIMARY KEY, body text)")
+    db.execute("INSERT INTO routed_docs SELECT i, 'sentence number ' || i || ' about the weather' "
+               "FROM generate_series(1, 150) i")
+    db.execute("SELECT pgml.create_vectorizer('routed_docs', 'routed_docs', 'body', %s, %s)",
+               (MINILM, Jsonb({"splitter": "recursive_character", "chunk_size": 8000, "chunk_overlap": 0})))
+    routed(openai(MINILM, embedder.url, task="embedding", api_key_env="PGML_TEST_ENGINE_KEY"))
+    run = lambda: db.execute("CALL pgml.run_vectorizer('routed_docs')")  # noqa: E731
+    # batches of 100 and 50 rows, each one encoder call, sent as requests of 64 texts: 2 + 1
+    assert requests(run) == 3
+    db.execute("UPDATE routed_docs SET body = body || ' again' WHERE id IN (1, 2)")
+    db.execute("INSERT INTO routed_docs VALUES (151, repeat('long ', 1000))")   # past the engine's context
+    # the batch's request is refused, then each row is sent on its own: rows 1 and 2 are served
+    assert requests(run) == 2
+    pending, failed, error = db.execute("SELECT pending, failed, last_error FROM pgml.vectorizers "
+                                        "WHERE name = 'routed_docs'").fetchone()
+    assert (pending, failed) == (0, 1) and "longer than this model's context" in error
+    assert db.execute("SELECT count(*) FROM routed_docs_embeddings").fetchone()[0] == 150
+    routed()
+    stored, local = db.execute("SELECT e.embedding, pgml.embed(%s, e.chunk) FROM routed_docs_embeddings e "
+                               "WHERE id = 1", (MINILM,)).fetchone()
+    assert max(abs(x - y) for x, y in zip(stored, local)) < 1e-5
+    db.execute("SELECT pgml.drop_vectorizer('routed_docs', true)")
+    db.execute("DROP TABLE routed_docs")
+
+
 def test_rank_equals_the_backends(db, routed, embedder, engine, models):
     documents = ["The cat sat on the mat.", "Stocks fell sharply today.", "A kitten sleeps on a rug."]
     query = "SELECT corpus_id, score, text FROM pgml.rank(%s, 'Where is the cat?', %s, %s)"
