@@ -48,10 +48,14 @@ def database(dsn: str | None):
 
 
 def alternate(rounds: int, **runs) -> dict[str, float]:
-    """Median seconds of each run, the runs alternating round by round so that drift hits all."""
+    """Median seconds of each run, the runs alternating round by round so that drift hits all. A run is a
+    function, or a pair (setup, function) whose setup is not timed."""
     times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
+            if isinstance(run, tuple):
+                setup, run = run
+                setup()
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
