@@ -409,7 +409,7 @@ table was made (a source column renamed later keeps its old name there).""",
     Routine("_vectorizer_get", "vectorizer_name text, for_change boolean", "TABLE (id bigint, owner name, source oid, embeddings oid, building oid, "
             "model text, chunking jsonb, kwargs jsonb, building_model text, building_chunking jsonb, building_kwargs jsonb)", U,
             "a vectorizer by name, for a session that may act as its owner",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""The vectorizer named vectorizer_name, for a session that may act as its owner; locked for a change
 (FOR NO KEY UPDATE: runs wait, the triggers' inserts do not) when for_change.""",
             body="""DECLARE
@@ -449,7 +449,7 @@ END"""),
             body="""SELECT EXISTS (SELECT FROM pgml._vectorizers v WHERE v.name = vectorizer_name)"""),
     Routine("_vectorizer_triggers", "vectorizer bigint", "void", S,
             "(re)creates a vectorizer's triggers on its source",
-            language="plpgsql", parallel="UNSAFE",
+            language="plpgsql",
             notes="""(Re)creates a vectorizer's triggers on its source. Inserts and deletes: one statement-level trigger
 each, reading the transition table in one INSERT ... SELECT. Updates: a row trigger that fires only
 when the text or the key changed, and carries the vectorizer's name and the key columns' names (a
@@ -487,7 +487,7 @@ END"""),
     Routine("_vectorizer_register", "vectorizer_name text, owner name, source oid, text_attnum smallint, key_attnums smallint[], "
             "embeddings oid, model text, chunking jsonb, kwargs jsonb, schedule text", "bigint", U,
             "registers a vectorizer: its triggers, its rows queued, its pg_cron job",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""Registers a vectorizer whose embeddings table the caller made: its triggers, its existing rows queued,
 and with schedule a pg_cron job that runs it as its owner. Returns how many rows it queued.""",
             body="""DECLARE
@@ -563,7 +563,7 @@ END"""),
             body="""SELECT format('pgml_vectorizer:%s:%s', current_database(), vectorizer_name)"""),
     Routine("_vectorizer_queue_all", "vectorizer bigint", "bigint", S,
             "queues every row of a vectorizer's source that has text",
-            language="plpgsql", parallel="UNSAFE",
+            language="plpgsql",
             notes="""Queues every row of the source that has text (a new vectorizer, a rebuild). Called by the functions
 above and below only: the owner's.""",
             body="""DECLARE
@@ -580,7 +580,7 @@ BEGIN
 END"""),
     Routine("_vectorizer_enqueue", "", "trigger", S,
             "the triggers that queue the keys of inserted, deleted and truncated rows",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""The triggers' functions (TG_ARGV[0]: the vectorizer's id). They run as their owner for whichever
 role changed the source, and only queue keys of the rows that changed. Only their owner may EXECUTE
 them, so no role can attach them to another table (which would queue nothing harmful anyway: a
@@ -626,7 +626,7 @@ BEGIN
 END"""),
     Routine("_vectorizer_enqueue_row", "", "trigger", S,
             "the trigger that queues the keys of rows whose text or key changed",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""Updates: a row trigger whose WHEN clause lets through only rows whose text or key changed. Its
 arguments are the vectorizer's id and name and the key columns' names, so that it reads no catalog:
 one small statement takes the key from OLD and NEW (whatever the width of the rows), one inserts it.""",
@@ -653,7 +653,7 @@ END"""),
     Routine("_vectorizer_config", "vectorizer bigint", "TABLE (source text, key_columns name[], key_types text[], text_column name, "
             "target text, target_key_columns name[], model text, chunking jsonb, kwargs jsonb)", U,
             "what a run's batch works on, locked FOR SHARE until it commits",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""What a run's batch works on: the source, its key and text columns, and the table it writes (the one
 being rebuilt, while there is one) with its model, chunking and kwargs. FOR SHARE until the batch
 commits: alter and drop wait for the batch, and the next batch sees what they changed. No row: the
@@ -698,7 +698,7 @@ started (the ones queued meanwhile by the next run), so that it ends.""",
 END"""),
     Routine("_vectorizer_claim", "vectorizer bigint, up_to bigint, size integer", "TABLE (id bigint, key text[])", U,
             "claims due items for a batch (SKIP LOCKED, one run per key)",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""Claims up to size due items with ids up to up_to, locked until the batch commits (others skip them),
 and only items whose key no other run holds: a transaction advisory lock per (vectorizer, key hash),
 so that two runs never write the chunks of one row at once. An item whose key another run holds
@@ -718,7 +718,7 @@ stays queued (the next batch or run re-reads that row).""",
 END"""),
     Routine("_vectorizer_done", "vectorizer bigint, done bigint[], failed bigint[], errors text[]", "void", U,
             "a batch's outcome: done items go, failed ones wait for a retry with backoff",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""A batch's outcome: done items go (with the failed items of their keys, which that sync supersedes);
 failed ones get their error and a retry after 1, 4, 16, then 64 minutes, then none (retry_at infinity).""",
             body="""BEGIN
@@ -738,7 +738,7 @@ failed ones get their error and a retry after 1, 4, 16, then 64 minutes, then no
 END"""),
     Routine("_vectorizer_finish", "vectorizer bigint, error text", "TABLE (old_table text, new_table text, schema name, table_name text)", U,
             "records a run's end; the tables to swap when a rebuild is complete",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""The end of a run: when it ran and the error that ended it (NULL: none). When a rebuild is complete
 (nothing queued, failed items included) it returns the old and the new table, which the run swaps
 as the owner before calling pgml._vectorizer_swapped in the same transaction.""",
@@ -764,7 +764,7 @@ BEGIN
 END"""),
     Routine("_vectorizer_swapped", "vectorizer bigint", "void", U,
             "the rebuilt table replaced the old one",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""The rebuilt table replaced the old one: it is now the vectorizer's, with what it was built with.""",
             body="""BEGIN
   PERFORM pgml._vectorizer_check(v.id, v.owner) FROM pgml._vectorizers v WHERE v.id = vectorizer;
@@ -776,7 +776,7 @@ END"""),
 END"""),
     Routine("_vectorizer_rebuild", "vectorizer bigint, new_table oid, model text, chunking jsonb, kwargs jsonb", "bigint", U,
             "starts a rebuild into a new table with a new model, chunking or kwargs",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""alter_vectorizer: new_table (made by the caller, owned by the vectorizer's owner, in the source's
 schema) is rebuilt with the model, chunking and kwargs given: every row is queued for it afresh.""",
             body="""DECLARE
@@ -801,7 +801,7 @@ BEGIN
 END"""),
     Routine("_vectorizer_retry", "vectorizer bigint", "bigint", U,
             "failed items queued again now",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""Failed items due now, as pending again (their attempts start over). Returns how many.""",
             body="""DECLARE
   retried bigint;
@@ -817,7 +817,7 @@ BEGIN
 END"""),
     Routine("_vectorizer_unregister", "vectorizer bigint", "TABLE (embeddings text, building text)", U,
             "a vectorizer's triggers, queue, pg_cron job and row removed; its tables",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""drop_vectorizer: its triggers, queue, pg_cron job and row go. Returns its tables (qualified names;
 NULL where gone), which the caller drops as needed.""",
             body="""DECLARE
@@ -847,17 +847,17 @@ END"""),
                                  "'{\"splitter\": \"recursive_character\", \"chunk_size\": 1000, \"chunk_overlap\": 100}', "
                                  "kwargs jsonb DEFAULT '{}', schedule text DEFAULT NULL", "regclass", U,
             "keeps a table's text chunked and embedded in <name>_embeddings",
-            entry="create_vectorizer", parallel="UNSAFE",
+            entry="create_vectorizer",
             notes="""The embeddings table <name>_embeddings in the source's schema, owned by the caller: the source's
 primary-key columns, chunk_index, chunk, embedding real[]. kwargs are pgml.embed's; schedule a pg_cron
 schedule for its runs. The source's rows are queued at once."""),
     Routine("alter_vectorizer", "name text, model text DEFAULT NULL, chunking jsonb DEFAULT NULL, "
                                 "kwargs jsonb DEFAULT NULL", "void", U,
             "a new model, chunking or kwargs for a vectorizer (a rebuild), or its failed rows retried",
-            entry="alter_vectorizer", parallel="UNSAFE"),
+            entry="alter_vectorizer"),
     Routine("drop_vectorizer", "name text, drop_table boolean DEFAULT false", "void", U,
             "drops a vectorizer (and its embeddings table when asked)",
-            entry="drop_vectorizer", parallel="UNSAFE"),
+            entry="drop_vectorizer"),
     Routine("run_vectorizer", "name text", None, U,
             "embeds what a vectorizer has queued, in committed batches",
             entry="run_vectorizer", set=(),
@@ -865,7 +865,7 @@ schedule for its runs. The source's rows are queued at once."""),
 the vectorizer's owner) locally in each of its transactions."""),
     Routine("_vectorizer_sources_dropped", "", "event_trigger", S,
             "a dropped source table takes its vectorizers along",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""A source table dropped (DROP TABLE, DROP SCHEMA ... CASCADE, DROP OWNED) takes its vectorizers along:
 their queue, pg_cron job and row go; their embeddings tables stay.""",
             body="""DECLARE
@@ -884,7 +884,7 @@ BEGIN
 END"""),
     Routine("_vectorizer_sources_altered", "", "event_trigger", S,
             "an altered source table gets its vectorizers' triggers re-created",
-            language="plpgsql", parallel="UNSAFE", security_definer=True,
+            language="plpgsql", security_definer=True,
             notes="""An ALTER TABLE of a source (a key column renamed, say) re-creates its vectorizers' triggers, so that
 the row trigger's arguments name the key columns as they are.""",
             body="""BEGIN
