@@ -69,8 +69,6 @@ def main(dsn: str) -> int:
         conn.add_notice_handler(lambda diag: print("  ", diag.message_primary, flush=True))
         print(f"pgml {conn.execute('SELECT pgml.version()').fetchone()[0]}: semantic search over the Python "
               f"{sys.version_info.major}.{sys.version_info.minor} standard library's documentation\n")
-        conn.execute("UPDATE pgml.settings SET value = %s::text::jsonb WHERE name = 'torch_threads'",
-                     (str(os.cpu_count() or 1),))
         table, count = conn.execute("SELECT * FROM pgml.load_dataset(%s)", (path,)).fetchone()
         print(f"1. SELECT * FROM pgml.load_dataset('{path}')\n   -> {count} rows in {table}\n")
         if count != len(rows):

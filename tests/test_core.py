@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakedb import FakeDatabase
 
 import pgml_plpy
 from pgml_plpy import errors, settings
@@ -83,9 +84,12 @@ def test_task_names():
 def test_settings_validation():
     assert settings.from_rows([("torch_threads", "4"), ("hub_downloads", "true")]) == settings.Settings(
         hub_downloads=True, torch_threads=4)
-    with pytest.raises(errors.InvalidSetting, match="torch_threads") as bad:
-        settings.from_rows([("torch_threads", "0")])
-    assert bad.value.sqlstate == "22023"  # invalid_parameter_value, as a bad route in the runtimes setting
+    assert settings.Settings().torch_threads == "auto"
+    assert settings.from_rows([("torch_threads", '"auto"')]).torch_threads == "auto"
+    for value in ("0", '"fast"', '"4"', "1.5", "true"):
+        with pytest.raises(errors.InvalidSetting, match='torch_threads is .*, expected a positive integer or "auto"') as bad:
+            settings.from_rows([("torch_threads", value)])
+        assert bad.value.sqlstate == "22023"  # invalid_parameter_value, as a bad route in the runtimes setting
     with pytest.raises(errors.InvalidSetting, match="unknown setting"):
         settings.from_rows([("venv", '"/x"')])
     assert {name for name, _, _ in settings.defaults()} == set(settings.DESCRIPTIONS)
@@ -135,6 +139,141 @@ def test_torch_threads_come_from_the_setting():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_auto_threads_share_the_cores(monkeypatch):
+    from pgml_plpy import threads
+
+    cores = threads.cores()
+    auto = settings.Settings(torch_threads="auto")
+    elsewhere, active = [0.0], [1]
+    monkeypatch.setattr(threads, "running_elsewhere", lambda: elsewhere[0])
+    db = FakeDatabase().on("pg_locks", lambda params: [{"n": active[0]}])
+    try:
+        threads.bind(None)  # no database, a quiet machine: this process gets every core
+        assert threads.threads(auto) == cores
+        threads.bind(db)
+        for active[0] in (1, 2, 3, cores, 4 * cores):  # backends running model calls share them
+            assert threads.threads(auto) == max(1, cores // active[0])
+        assert len(db.ran("pg_advisory_xact_lock_shared")) == 5  # each decision marks this backend as at work
+        active[0] = 1
+        for busy in (1.0, 2.5, cores + 3.0):  # so do other processes' running threads
+            elsewhere[0] = busy
+            assert threads.threads(auto) == max(1, int(cores // (1 + busy)))
+        assert threads.threads(settings.Settings(torch_threads=7)) == 7  # a number wins
+    finally:
+        threads.bind(None)
+
+
+def test_running_elsewhere_reads_the_machine():
+    from pgml_plpy import threads
+
+    assert 0 <= threads.running_elsewhere() < 100000
+
+
+class _Cancel(Exception):
+    """What a cancel looks like to the code: the interrupt check raises."""
+
+
+class _Server(FakeDatabase):
+    """A database whose interrupt check raises once cancelled is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.cancelled = False
+
+    def check_interrupts(self) -> None:
+        if self.cancelled:
+            self.cancelled = False
+            raise _Cancel()
+
+
+def _pgml_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("pgml-")]
+
+
+def test_a_cancelled_load_finishes_into_the_cache_for_the_next_call():
+    import threading
+
+    from pgml_plpy import interrupts
+    from pgml_plpy.cache import ModelCache
+
+    cache, server, release, calls = ModelCache(), _Server(), threading.Event(), []
+
+    def load():
+        calls.append(1)
+        release.wait(60)
+        return "model"
+
+    interrupts.bind(server)
+    try:
+        server.cancelled = True
+        with pytest.raises(_Cancel):
+            cache.get("k", load, kind="embed", model="m")
+        assert "k" in cache and cache.entries() == [] and len(_pgml_threads()) == 1  # still loading, not cached
+        release.set()
+        assert cache.get("k", load, kind="embed", model="m") == "model"
+        assert calls == [1]  # the next call waited for the same load
+        assert [(e.kind, e.model, e.hits) for e in cache.entries()] == [("embed", "m", 0)]
+        assert cache.get("k", load) == "model" and cache.entries()[0].hits == 1
+        for thread in _pgml_threads():
+            thread.join(60)
+        assert _pgml_threads() == []
+    finally:
+        interrupts.bind(None)
+
+
+def test_workers_are_stopped_at_their_next_python_instruction_when_a_backend_exits():
+    import threading
+    import time
+
+    from pgml_plpy import interrupts
+
+    looping = threading.Event()
+
+    def load_forever():
+        while True:
+            looping.set()
+            time.sleep(0.01)
+
+    future = interrupts.start(load_forever, "pgml-load")
+    assert looping.wait(60)
+    interrupts._stop_workers(0, 0)  # what the backend's exit callback runs
+    assert _pgml_threads() == [] and isinstance(future.exception(0), SystemExit)
+
+
+def test_a_cancelled_load_that_fails_is_dropped_and_the_next_call_loads_again():
+    import threading
+
+    from pgml_plpy import interrupts
+    from pgml_plpy.cache import ModelCache
+
+    cache, server, release, calls = ModelCache(), _Server(), threading.Event(), []
+
+    def load():
+        calls.append(1)
+        if len(calls) == 1:
+            release.wait(60)
+            raise errors.ModelNotFound("gone")
+        return "model"
+
+    interrupts.bind(server)
+    try:
+        server.cancelled = True
+        with pytest.raises(_Cancel):
+            cache.get("k", load)
+        release.set()
+        for thread in _pgml_threads():
+            thread.join(60)
+        assert cache.entries() == [] and "k" not in cache  # no half-loaded entry
+        assert cache.get("k", load) == "model" and len(calls) == 2
+        with pytest.raises(errors.ModelNotFound, match="bad"):
+            cache.get("other", lambda: (_ for _ in ()).throw(errors.ModelNotFound("bad")))
+        assert "other" not in cache
+    finally:
+        interrupts.bind(None)
 
 
 def test_disk_full_and_unwritable_folders_say_what_to_fix():

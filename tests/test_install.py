@@ -6,6 +6,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from pgtest import install, one, sql_error
+from psycopg.types.json import Jsonb
 
 import pgml_plpy
 
@@ -44,6 +45,7 @@ def test_every_function_pins_search_path(conn):
 
 def test_reinstall_is_an_upgrade(dsn, conn):
     venv = one(conn, "SELECT pgml._venv()")
+    before = one(conn, "SELECT value FROM pgml.settings WHERE name = 'torch_threads'")
     conn.execute("UPDATE pgml.settings SET value = '2' WHERE name = 'torch_threads'")
     try:
         result = install(dsn, venv)
@@ -51,7 +53,7 @@ def test_reinstall_is_an_upgrade(dsn, conn):
         # a DBA's setting survives the upgrade
         assert one(conn, "SELECT value FROM pgml.settings WHERE name = 'torch_threads'") == 2
     finally:
-        conn.execute("UPDATE pgml.settings SET value = '1' WHERE name = 'torch_threads'")
+        conn.execute("UPDATE pgml.settings SET value = %s WHERE name = 'torch_threads'", (Jsonb(before),))
 
 
 def test_install_without_venv_fails_cleanly(dsn):

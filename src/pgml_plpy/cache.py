@@ -6,6 +6,11 @@ inference. Keys hold everything that changes the loaded model. Settings cap how 
 models and how many bytes of weights a backend keeps; past a cap the least recently
 used go first, and unloading really frees them (references dropped, garbage collected,
 the CUDA cache emptied).
+
+A model loads on a worker thread (interrupts.start) while the backend keeps answering
+cancels. A cancelled call leaves its load running: the next call that wants the model waits
+for it, and a load that finishes meanwhile joins the cache at the next look (a failed one is
+dropped, so the next call tries again). No entry ever holds a half-loaded model.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import ctypes
 import gc
 import sys
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+
+from . import interrupts
 
 
 @dataclass
@@ -57,9 +65,26 @@ def describe(module) -> tuple[str, str, int]:
     return ",".join(sorted(devices)), ",".join(sorted(dtypes)), size
 
 
+@dataclass
+class Loading:
+    """A load running on its worker thread; its future gives (value, seconds)."""
+
+    future: Future
+    kind: str
+    task: str
+    model: str
+
+
+def _timed(load):
+    started = time.perf_counter()
+    value = load()
+    return value, time.perf_counter() - started
+
+
 class ModelCache:
     def __init__(self):
         self._entries: dict[str, Entry] = {}
+        self._loading: dict[str, Loading] = {}
         self.max_models: int | None = None
         self.max_bytes: int | None = None
 
@@ -68,22 +93,42 @@ class ModelCache:
         self.max_models, self.max_bytes = max_models, max_bytes
 
     def get(self, key: str, load, *, kind: str = "", task: str = "", model: str = ""):
-        """The cached value for key, loading it with load() on a miss (evicting to make room)."""
+        """The cached value for key; on a miss, load() runs on a worker thread (it must not call into
+        the server) while this thread answers interrupts, and its value joins the cache."""
+        self._adopt()
         entry = self._entries.get(key)
         if entry is not None:
             entry.hits += 1
             entry.last_used = time.time()
             return entry.value
-        if self.max_models is not None:
-            self._evict(lambda: len(self._entries) >= self.max_models)
-        started = time.perf_counter()
-        value = load()
-        entry = Entry(key, kind, task, model, value, time.perf_counter() - started)
-        entry.device, entry.dtype, entry.bytes = describe(torch_module(value))
-        self._entries[key] = entry
-        if self.max_bytes is not None:
-            self._evict(lambda: sum(e.bytes for e in self._entries.values()) > self.max_bytes, keep=key)
-        return value
+        loading = self._loading.get(key)
+        if loading is None:
+            if self.max_models is not None:  # room before loading: the peak holds one model less
+                self._evict(lambda: len(self._entries) + len(self._loading) >= self.max_models)
+            loading = self._loading[key] = Loading(interrupts.start(lambda: _timed(load), "pgml-load"),
+                                                   kind, task, model)
+        try:
+            # a cancel raises here and leaves the load running, for the next call; a failed load raises its error
+            return interrupts.wait(loading.future)[0]
+        finally:
+            self._adopt()  # the finished load joins the cache (a failed one is dropped)
+
+    def _adopt(self) -> None:
+        """Finished loads join the cache (evicting to make room); failed ones are dropped."""
+        for key, loading in list(self._loading.items()):
+            if not loading.future.done():
+                continue
+            del self._loading[key]
+            if loading.future.exception() is not None:
+                continue
+            if self.max_models is not None:
+                self._evict(lambda: len(self._entries) >= self.max_models)
+            value, seconds = loading.future.result()
+            entry = Entry(key, loading.kind, loading.task, loading.model, value, seconds)
+            entry.device, entry.dtype, entry.bytes = describe(torch_module(value))
+            self._entries[key] = entry
+            if self.max_bytes is not None:
+                self._evict(lambda: sum(e.bytes for e in self._entries.values()) > self.max_bytes, keep=key)
 
     def _evict(self, too_much, keep: str | None = None) -> None:
         """Unload least recently used entries (but keep) while too_much()."""
@@ -92,9 +137,10 @@ class ModelCache:
             if not candidates:
                 return
             oldest = min(candidates, key=lambda e: e.last_used)
-            self.unload(lambda e: e is oldest)
+            self._unload(lambda e: e is oldest)
 
     def entries(self) -> list[Entry]:
+        self._adopt()
         return sorted(self._entries.values(), key=lambda e: e.loaded_at)
 
     def entry_of(self, value) -> Entry | None:
@@ -102,6 +148,10 @@ class ModelCache:
 
     def unload(self, matches) -> list[Entry]:
         """Unload the entries for which matches(entry) is true and free their memory."""
+        self._adopt()
+        return self._unload(matches)
+
+    def _unload(self, matches) -> list[Entry]:
         gone = [self._entries.pop(e.key) for e in list(self._entries.values()) if matches(e)]
         for entry in gone:
             entry.value = None
@@ -110,7 +160,8 @@ class ModelCache:
         return gone
 
     def __contains__(self, key: str) -> bool:
-        return key in self._entries
+        """Whether key is cached or loading."""
+        return key in self._entries or key in self._loading
 
     def __len__(self) -> int:
         return len(self._entries)

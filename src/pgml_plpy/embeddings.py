@@ -5,17 +5,23 @@ so a second call with another device gets its own model) and those of the call.
 Vectors leave as PostgreSQL array literals ('{...}') that SQL casts to REAL[]: PL/Python
 converts a returned list one float at a time through its text form, which costs more
 than the encoding's own margin; one `%` format per row does the same work in C.
+
+Bi-encoders whose files name the common Transformer + Pooling (+ Normalize) stack run through
+embedder.py (transformers alone, the same vectors); others load through sentence-transformers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
+from . import interrupts
 from .cache import MODELS
+from .embedder import Embedder, stack
 from .errors import InvalidParameter, ModelNotFound, NullValue, one_line
 from .inputs import check_input_limits, parse_args, parse_inputs
-from .interrupts import watch
-from .models import check_placement, check_trust_remote_code, device_for, pickle_refused, resolve
+from .models import (check_placement, check_trust_remote_code, device_for, import_torch, permitted, pickle_refused,
+                     resolve)
 from .runtimes import EmbedRequest, RankRequest, runtime_for
 from .settings import Settings
 
@@ -50,32 +56,58 @@ def _model_name(model) -> str:
 
 
 def _load(cls_name: str, model: str, options: dict, settings: Settings):
-    import sentence_transformers
+    permitted(model, settings)  # every call: the cache may hold what another role loaded
 
-    device = device_for(options)
-    source = resolve(model, options, settings)
-
-    def load():
-        kwargs = {k: v for k, v in options.items() if k != "device"}
-        if check_trust_remote_code(options, settings, model):
-            kwargs["trust_remote_code"] = True
-        if not settings.allow_pickle:
-            kwargs["model_kwargs"] = {**(kwargs.get("model_kwargs") or {}), "use_safetensors": True}
+    def load():  # on a worker thread (cache.MODELS), imports included
+        import_torch()
+        device = device_for(options)
+        source = resolve(model, options, settings)
         try:
-            loaded = getattr(sentence_transformers, cls_name)(
-                source.name, device=str(device), cache_folder=settings.huggingface_cache,
-                local_files_only=not settings.hub_downloads, **kwargs)
+            loaded = _light(cls_name, source, options, settings, device)
+            if loaded is None:
+                loaded = _sentence_transformers(cls_name, model, source, options, settings, device)
         except OSError as exc:
             if not settings.allow_pickle and "safetensors" in str(exc):
                 raise pickle_refused(model) from None
             raise ModelNotFound(f"loading {model}: {one_line(exc)}") from None
         check_placement(loaded.device, device, model)
-        watch(loaded)
+        interrupts.watch(loaded.model if isinstance(loaded, Embedder) else loaded)
         return loaded
 
     kind, task = _KINDS[cls_name]
     return MODELS.get(json.dumps([cls_name, model, options], sort_keys=True), load, kind=kind, task=task,
                       model=model)
+
+
+def _light(cls_name: str, source, options: dict, settings: Settings, device) -> Embedder | None:
+    """An Embedder for a bi-encoder whose stack embedder.py computes (without sentence-transformers'
+    imports), else None. A hub id qualifies when its files are in the cache."""
+    if cls_name != "SentenceTransformer" or (settings.hub_downloads and not source.is_local):
+        return None
+    folder = source.name
+    if not source.is_local:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source.name, "modules.json", cache_dir=settings.huggingface_cache,
+                                        revision=options.get("revision"))
+        if not isinstance(cached, str):
+            return None
+        folder = os.path.dirname(cached)
+    found = stack(folder, options)
+    return Embedder(folder, found, options, device, settings.allow_pickle) if found is not None else None
+
+
+def _sentence_transformers(cls_name: str, model: str, source, options: dict, settings: Settings, device):
+    import sentence_transformers
+
+    kwargs = {k: v for k, v in options.items() if k != "device"}
+    if check_trust_remote_code(options, settings, model):
+        kwargs["trust_remote_code"] = True
+    if not settings.allow_pickle:
+        kwargs["model_kwargs"] = {**(kwargs.get("model_kwargs") or {}), "use_safetensors": True}
+    return getattr(sentence_transformers, cls_name)(
+        source.name, device=str(device), cache_folder=settings.huggingface_cache,
+        local_files_only=not settings.hub_downloads, **kwargs)
 
 
 def _texts(values, what: str, settings: Settings) -> list[str]:
@@ -98,7 +130,11 @@ def array_literals(vectors, brackets: str = "{}") -> list[str]:
     fmt = _FORMATS.get((dim, brackets))
     if fmt is None:
         fmt = _FORMATS[(dim, brackets)] = brackets[0] + ",".join(["%.9g"] * dim) + brackets[1]
-    return [fmt % tuple(row) for row in vectors.tolist()]
+    literals = []
+    for row in vectors.tolist():
+        literals.append(fmt % tuple(row))
+        interrupts.check()  # at most every CHECK_INTERVAL: thousands of rows take a while
+    return literals
 
 
 def load_embedder(model: str, build: dict, settings: Settings):

@@ -7,8 +7,11 @@ checks that it really got there (never a silent CPU fallback).
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 
 from .errors import InvalidParameter, ModelNotFound, NotSupported, PermissionDenied, to_pgml_error
@@ -27,15 +30,49 @@ class Source:
     hub_kwargs: dict          # revision / token / cache_dir / local_files_only
 
 
-def resolve(model: str, options: dict, settings: Settings) -> Source:
-    """A local folder, or a hub id that is cached (or downloadable when allowed)."""
-    if model.startswith(("/", "./", "../", "~")):
+def import_torch() -> None:
+    """Import torch on a loading thread without stalling the backend's thread for seconds.
+
+    `import torch` holds Python's lock while the dynamic linker loads and initializes libtorch_cpu
+    (2.2-2.8 s on a busy 2-core machine), and meanwhile the backend's thread cannot check for a
+    cancel. dlopen called through ctypes runs without the lock; the import that follows finds the
+    library loaded (the longest hold left measured 0.36-0.46 s).
+    """
+    if "torch" in sys.modules:
+        return
+    spec = importlib.util.find_spec("torch")
+    library = os.path.join(os.path.dirname(spec.origin), "lib", "libtorch_cpu.so") if spec and spec.origin else ""
+    if sys.platform.startswith("linux") and os.path.exists(library):
+        dlopen = ctypes.CDLL(None).dlopen
+        dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
+        dlopen(os.fsencode(library), os.RTLD_NOW | os.RTLD_LOCAL)  # kept open: torch uses it from now on
+    import torch  # noqa: F401
+
+
+def _is_folder(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~"))
+
+
+def permitted(model: str, settings: Settings) -> None:
+    """Raise PermissionDenied unless the calling role may load model (cheap, no imports: it runs on
+    every call, cached models included)."""
+    if _is_folder(model):
         path = os.path.realpath(os.path.expanduser(model))
         if not settings.superuser and not any(path == root or path.startswith(root.rstrip(os.sep) + os.sep)
                                           for root in map(os.path.realpath, settings.models_path or [])):
             raise PermissionDenied(f"model folder {model} is outside the folders this role may load models from",
                                    hint="A superuser lists them in the setting models_path (links and .. are "
                                         "resolved before the check).")
+    elif settings.huggingface_whitelist is not None and not whitelisted(model, settings.huggingface_whitelist):
+        raise PermissionDenied(f"model {model} is not in this server's huggingface_whitelist",
+                               hint="A superuser may add it (or its org as \"org/*\") to the setting.")
+
+
+def resolve(model: str, options: dict, settings: Settings) -> Source:
+    """A local folder, or a hub id that is cached (or downloadable when allowed)."""
+    permitted(model, settings)
+    if _is_folder(model):
+        path = os.path.realpath(os.path.expanduser(model))
         if not os.path.isdir(path):
             raise ModelNotFound(f"model folder {model} does not exist on the database server",
                                 hint="Local models are folders on the server, readable by its OS user.")
@@ -43,9 +80,6 @@ def resolve(model: str, options: dict, settings: Settings) -> Source:
             raise ModelNotFound(f"model folder {model} is not readable by the database server's OS user",
                                 hint=f"chmod -R a+rX {model}")
         return Source(path, True, {})
-    if settings.huggingface_whitelist is not None and not whitelisted(model, settings.huggingface_whitelist):
-        raise PermissionDenied(f"model {model} is not in this server's huggingface_whitelist",
-                               hint="A superuser may add it (or its org as \"org/*\") to the setting.")
 
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError, validate_repo_id

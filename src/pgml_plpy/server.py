@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from . import __version__, interrupts, jsontext
+from . import threads as torch_threads
 from .cache import MODELS, Entry, release
 from .db import PINNED_SEARCH_PATH, SqlError
 from .errors import InstallError, InvalidTransactionTermination, PermissionDenied, PgmlError, to_pgml_error
@@ -22,6 +23,8 @@ from .settings import LIMIT_SETTINGS, TRUST_SETTINGS, Settings, defaults, from_r
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Progress bars would only reach the server log (and leave tqdm's monitor thread behind).
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 # ------------------------------------------------------------------------------------- the database
 
@@ -156,8 +159,14 @@ def _report(plpy, err: PgmlError):
     raise exc
 
 
-def _call(plpy, db, doing: str, fn):
+def _bind(db) -> None:
+    """This call's Database for the interrupt checks and for torch_threads "auto"'s count of busy backends."""
     interrupts.bind(db)
+    torch_threads.bind(db)
+
+
+def _call(plpy, db, doing: str, fn):
+    _bind(db)
     try:
         result = fn()
         # A cancel that came after the last check is acted on now, in this statement,
@@ -185,7 +194,7 @@ def _stream(plpy, db, doing: str, make):
         if first is _NO_ROWS:
             return
         yield first
-        interrupts.bind(db)
+        _bind(db)
         try:
             yield from rows
             interrupts.check(force=True)
@@ -201,9 +210,12 @@ def entry(doing: str, *, settings: bool = True, threads: bool = False, streams: 
     """A PL/Python entry point: the SQL body calls it as name(plpy, *args), the SQL function's arguments in
     their order (sqlapi.py), and it runs as fn(db, settings, *args) (fn(db, *args) where settings=False), with
 
-    - interrupts bound to this call's Database (a cancel reaches the work, and is acted on at its end);
+    - interrupts bound to this call's Database (a cancel reaches the work, and is acted on at its end), and
+      threads too (torch_threads "auto" counts the backends at work through it);
     - the settings of the calling role read from pgml.settings;
-    - torch's threads set from them when threads (work in this backend; routed calls import no torch);
+    - torch's threads set from them before fn when threads (work in this backend outside the model cache;
+      routed calls import no torch; a model's load sets them after the load, in runtimes.backend, so that
+      torch's import runs on the loading thread, where a cancel reaches it);
     - any failure one SQL error saying `doing`; streams: a set-returning function whose rows come one
       at a time (the first before the call returns)."""
     def wrap(fn):
@@ -325,7 +337,7 @@ def preload(db, settings, task) -> list[tuple]:
     return _rows([MODELS.entry_of(loaded)])
 
 
-@entry("preload_embed", threads=True)
+@entry("preload_embed")
 def preload_embed(db, settings, transformer, kwargs) -> list[tuple]:
     """Load pgml.embed's model ahead of its first call; its loaded_models row."""
     from .embeddings import embed_request, load_embedder

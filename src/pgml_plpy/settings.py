@@ -37,8 +37,10 @@ class Settings:
     # Allow `trust_remote_code` in a task (it runs Python code shipped with a model).
     huggingface_trust_remote_code: bool = setting(TRUST, False,
                                                   "allow trust_remote_code (runs code shipped with a model)")
-    # torch threads per backend: several backends share the cores.
-    torch_threads: int = setting(LIMIT, 1, "torch threads per backend")
+    # torch threads per call: a number, or "auto": the cores shared among the backends running model
+    # calls and other processes' running threads right now (a lone call gets them all), decided per call.
+    torch_threads: int | str = setting(LIMIT, "auto", "torch threads per call: a number, or \"auto\" (the cores "
+                                                      "shared among the work running right now)")
     # The most models one backend keeps loaded, and the most bytes of weights (None: no
     # limit); past either, the least recently used models are unloaded first.
     max_models: int = setting(LIMIT, 8, "most models one backend keeps loaded (least recently used unloaded first)")
@@ -112,13 +114,15 @@ def _check(name: str, value):
     ok = {
         "bool": isinstance(value, bool),
         "int": positive_int,
+        "int | str": value == "auto" or positive_int,
         "int | None": value is None or positive_int,
         "str | None": value is None or (isinstance(value, str) and value != ""),
         "list[str] | None": value is None or (isinstance(value, list)
                                               and all(isinstance(v, str) and v for v in value)),
     }[kind]
     if not ok:
-        expected = {"bool": "true or false", "int": "a positive integer", "int | None": "a positive integer or null",
+        expected = {"bool": "true or false", "int": "a positive integer", "int | str": 'a positive integer or "auto"',
+                    "int | None": "a positive integer or null",
                     "str | None": "a non-empty string or null",
                     "list[str] | None": "a JSON array of non-empty strings, or null"}[kind]
         raise InvalidSetting(f"pgml.settings: {name} is {json.dumps(value)}, expected {expected}",

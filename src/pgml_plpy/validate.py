@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -81,7 +82,8 @@ def _torch(settings: Settings) -> str:
     import torch
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return f"torch {torch.__version__}, {settings.torch_threads} thread(s) per backend, {gpus} CUDA device(s)"
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) for this call (torch_threads "
+            f"{json.dumps(settings.torch_threads)}), {gpus} CUDA device(s)")
 
 
 def _inference(settings: Settings) -> str:
