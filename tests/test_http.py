@@ -17,8 +17,9 @@ from pgml_plpy.runtimes.http import Client, RuntimeUnavailable
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    # request id -> set when that client went away during /slow or /stream (handlers of earlier tests
-    # may still be writing to clients long gone: each test waits on its own request)
+    # request id -> set when /slow or /stream began answering that request, and when its client went away
+    # (handlers of earlier tests may still be writing to clients long gone: each test waits on its own request)
+    began = collections.defaultdict(threading.Event)
     gone = collections.defaultdict(threading.Event)
 
     def log_message(self, *args):
@@ -50,6 +51,7 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"hello")
         elif self.path in ("/slow", "/stream"):
+            Handler.began[payload.get("id")].set()
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
@@ -81,14 +83,12 @@ class Cancel(Exception):
 
 
 @pytest.fixture
-def cancel_after():
-    """Make the server's interrupt check raise a cancel once `seconds` have passed."""
-    def arm(seconds):
-        deadline = time.monotonic() + seconds
-
+def cancel_once():
+    """Make the server's interrupt check raise a cancel once condition() is true."""
+    def arm(condition):
         class CancellingDatabase:
             def check_interrupts(self):
-                if time.monotonic() > deadline:
+                if condition():
                     raise Cancel("canceling statement due to user request")
 
         interrupts.bind(CancellingDatabase())
@@ -148,17 +148,17 @@ def test_the_routes_timeout_bounds_the_call(server):
     assert time.monotonic() - started < 20
 
 
-def test_a_cancel_closes_the_connection(server, cancel_after):
-    cancel_after(0.3)
+def test_a_cancel_closes_the_connection(server, cancel_once):
+    cancel_once(Handler.began["cancelled post"].is_set)  # the request is being answered
     with pytest.raises(Cancel):
         client(server).post("/slow", {"id": "cancelled post"})
     assert Handler.gone["cancelled post"].wait(30), "the server never saw the client go away"
 
 
-def test_a_cancel_closes_a_stream(server, cancel_after):
+def test_a_cancel_closes_a_stream(server, cancel_once):
     lines = client(server).stream("/stream", {"lines": 10000, "every": 0.01, "id": "cancelled stream"})
     assert next(lines) == "line 0"
-    cancel_after(0)
+    cancel_once(lambda: True)
     with pytest.raises(Cancel):
         for _ in lines:
             pass
