@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -104,3 +105,21 @@ def eventually(check, timeout: float = 120.0, every: float = 0.2, what: str = "t
         if time.monotonic() > deadline:
             pytest.fail(f"{what} did not hold within {timeout:.0f} s (last: {result!r})")
         time.sleep(every)
+
+
+def same(ours, theirs, path="$"):
+    """Equal up to float rounding (results of other thread counts, batches or library versions): texts,
+    spans and shapes exactly, numbers to 1e-4 relative or 1e-6 absolute."""
+    if isinstance(theirs, float):
+        assert isinstance(ours, (int, float)) and math.isclose(ours, theirs, rel_tol=1e-4, abs_tol=1e-6), (
+            f"{path}: {ours} != {theirs}")
+    elif isinstance(theirs, dict):
+        assert isinstance(ours, dict) and set(ours) == set(theirs), f"{path}: {ours} != {theirs}"
+        for key in theirs:
+            same(ours[key], theirs[key], f"{path}.{key}")
+    elif isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), f"{path}: {ours} != {theirs}"
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            same(a, b, f"{path}[{i}]")
+    else:
+        assert ours == theirs, f"{path}: {ours!r} != {theirs!r}"

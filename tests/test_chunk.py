@@ -148,7 +148,7 @@ def test_result_types_and_function_attributes(conn):
     assert types == ("bigint", "text")
     attrs = conn.execute("SELECT provolatile, proparallel, proisstrict, proretset FROM pg_proc "
                          "WHERE oid = 'pgml.chunk(text, text, jsonb)'::regprocedure").fetchone()
-    assert attrs == ("i", "r", False, True)
+    assert attrs == ("i", "u", False, True)
 
 
 @pytest.mark.parametrize("call, params, sqlstate, fragment", [

@@ -352,9 +352,9 @@ def test_predict_signatures_and_grants(conn):
                has_function_privilege('public', p.oid, 'EXECUTE')
         FROM pg_proc p WHERE p.pronamespace = 'pgml'::regnamespace AND p.proname IN ('predict', 'predict_batch')
         ORDER BY 1""").fetchall()
-    assert rows == [("pgml.predict(text,text)", "text", "s", "r", True, 1000000, True, False),
-                    ("pgml.predict(text,text,text)", "text", "s", "r", True, 1000000, True, False),
-                    ("pgml.predict_batch(text,text[])", "text[]", "s", "r", False, 10000000, True, False)]
+    assert rows == [("pgml.predict(text,text)", "text", "s", "u", True, 1000000, True, False),
+                    ("pgml.predict(text,text,text)", "text", "s", "u", True, 1000000, True, False),
+                    ("pgml.predict_batch(text,text[])", "text[]", "s", "u", False, 10000000, True, False)]
 
 
 def test_flat_hyperparams_errors(conn, hub, datasets):

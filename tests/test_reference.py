@@ -6,14 +6,13 @@ through pgml.transform in the database on the same tiny models.
 """
 
 import json
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from pgtest import sql_error
+from pgtest import same, sql_error
 from psycopg.types.json import Jsonb
 from reference_cases import CASES
 
@@ -31,23 +30,6 @@ def reference(models, tmp_path_factory):
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
-
-
-def same(ours, theirs, path="$"):
-    """Equal up to float rounding: texts, spans and shapes exactly, scores to 1e-4."""
-    if isinstance(theirs, float):
-        assert isinstance(ours, (int, float)) and math.isclose(ours, theirs, rel_tol=1e-4, abs_tol=1e-6), (
-            f"{path}: {ours} != {theirs}")
-    elif isinstance(theirs, dict):
-        assert isinstance(ours, dict) and set(ours) == set(theirs), f"{path}: {ours} != {theirs}"
-        for key in theirs:
-            same(ours[key], theirs[key], f"{path}.{key}")
-    elif isinstance(theirs, list):
-        assert isinstance(ours, list) and len(ours) == len(theirs), f"{path}: {ours} != {theirs}"
-        for i, (a, b) in enumerate(zip(ours, theirs)):
-            same(a, b, f"{path}[{i}]")
-    else:
-        assert ours == theirs, f"{path}: {ours!r} != {theirs!r}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
