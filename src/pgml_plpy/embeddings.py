@@ -57,6 +57,7 @@ def _model_name(model) -> str:
 
 def _load(cls_name: str, model: str, options: dict, settings: Settings):
     permitted(model, settings)  # every call: the cache may hold what another role loaded
+    check_trust_remote_code(options, settings, model)  # and the shared runtime's, what another server's role did
 
     def load():  # on a worker thread (cache.MODELS), imports included
         import_torch()

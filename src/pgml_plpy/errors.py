@@ -129,6 +129,12 @@ class DataCorrupted(PgmlError):
     sqlstate = "XX001"  # data_corrupted: stored model files that fail their checks
 
 
+class Cancelled(PgmlError):
+    """The caller went away or cancelled: the work stops (a runtime's request whose client disconnected)."""
+
+    sqlstate = "57014"  # query_canceled
+
+
 _MAX_MESSAGE = 400
 
 

@@ -10,6 +10,9 @@ Work that has no forward passes to hook (importing torch, loading a model) runs 
 thread instead (`start`), while the main thread waits for it in short slices and checks
 for interrupts between them (`wait`). A cancel leaves that work running; the backend's exit
 stops it first (see `_join_at_backend_exit`).
+
+Outside a backend (the shared runtime's replicas), work runs in a thread that carries its
+request's cancel flag (cancel_on): the same hooks stop it once the flag is set.
 """
 
 from __future__ import annotations
@@ -19,13 +22,27 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
+from contextlib import contextmanager
 from typing import Callable
+
+from .errors import Cancelled
 
 CHECK_INTERVAL = 0.1  # seconds
 SLICE = 0.05  # seconds the main thread waits for a worker between interrupt checks
 
 _db = None
 _last = 0.0
+_thread = threading.local()  # .cancel: the threading.Event of the request this thread works for
+
+
+@contextmanager
+def cancel_on(event: threading.Event):
+    """Work in this thread stops at its next check once event is set (it raises Cancelled)."""
+    _thread.cancel = event
+    try:
+        yield
+    finally:
+        _thread.cancel = None
 
 
 def bind(db) -> None:
@@ -37,6 +54,9 @@ def bind(db) -> None:
 def check(force: bool = False) -> None:
     """Let the server act on a pending interrupt (it raises PostgreSQL's error for a cancel)."""
     global _last
+    event = getattr(_thread, "cancel", None)
+    if event is not None and event.is_set():
+        raise Cancelled("canceling the request: its caller went away")
     if _db is None or threading.current_thread() is not threading.main_thread():
         return
     now = time.monotonic()

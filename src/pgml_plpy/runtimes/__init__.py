@@ -18,11 +18,18 @@ from . import routes
 
 @dataclass(frozen=True)
 class Deployed:
-    """A model served by another name (a tuned model deployed under its project's name)."""
+    """A model served by another name (a tuned model deployed under its project's name).
+
+    The backend loads it from folder(); a runtime elsewhere gets files() and asks for the parts
+    it lacks, which read() hands over checked against their SHA-256.
+    """
 
     key: str                    # changes whenever another model is deployed under the name
     folder: Callable[[], str]   # its files as a local folder, fetched when it must be loaded
     task: str                   # the project's task (pgml.tune's name): what serves it when the call names none
+    files: Callable[[], list] | None = None          # [[path, [part sha256, ...], size], ...]
+    read: Callable[[str, int], bytes] | None = None  # (path, part index) -> that part's checked bytes
+    base: dict | None = None    # a LoRA adapter's base model: {"model": id or folder, "options": {...}}
 
 
 @dataclass

@@ -12,8 +12,8 @@ import json
 from .. import tasks
 from ..cache import MODELS
 from ..embedder import Embedder
-from ..errors import NotSupported, PgmlError, to_pgml_error
-from ..models import Source, import_torch, resolve
+from ..errors import InvalidParameter, NotSupported, PgmlError, to_pgml_error
+from ..models import Source, check_trust_remote_code, import_torch, permitted, resolve
 from ..settings import Settings
 from ..threads import threads
 from . import EmbedRequest, RankRequest, TransformRequest
@@ -31,12 +31,17 @@ def use_threads(settings: Settings) -> None:
 
 
 def load_task(task: str, model: str, options: dict, settings: Settings, deployed=None) -> tasks.Task:
-    """The loaded task, from this backend's cache when it is there, with torch's threads set for a call.
+    """The loaded task, from this process's cache when it is there, with torch's threads set for a call.
 
     deployed(name) says whether the model name is served from elsewhere (the tuning registry).
+    What the settings allow (folders, whitelist, trust_remote_code) is checked on every call, also
+    when the model is cached: the shared runtime's cache serves callers with different settings.
     """
     name, entry = tasks.lookup(task)
     found = deployed(model) if deployed is not None else None
+    if found is None:
+        permitted(model, settings)
+        check_trust_remote_code(options, settings, model)
     key = json.dumps([name, found.key if found is not None else model, options], sort_keys=True)
     # A deployed model's files come from pgml.files: read on this (the main) thread, before the load.
     folder = found.folder() if found is not None and key not in MODELS else None
@@ -87,13 +92,30 @@ class BackendRuntime:
         return vectors.reshape(len(request.texts), -1)
 
     def rank(self, request: RankRequest):
+        return self.rank_many(request, [(request.query, request.documents)])[0]
+
+    def rank_many(self, request: RankRequest, queries: list[tuple[str, list[str]]]):
+        """CrossEncoder.rank for several (query, documents) with the request's model and options, all
+        pairs scored in one predict: per query, (corpus_id, score, text) of its documents, best first."""
         from ..embeddings import load_ranker
 
         model = load_ranker(request.model, request.build, request.settings)
         use_threads(request.settings)
-        ranked = model.rank(request.query, request.documents, show_progress_bar=False,
-                            **{"return_documents": True, **request.call})
-        return [(int(r["corpus_id"]), float(r["score"]), r.get("text")) for r in ranked]
+        if model.num_labels != 1:
+            raise InvalidParameter(f"pgml.rank needs a cross-encoder with one output (num_labels 1); "
+                                   f"{request.model} has {model.num_labels}")
+        call = dict(request.call)
+        top_k, with_text = call.pop("top_k", None), call.pop("return_documents", True)
+        pairs = [[query, document] for query, documents in queries for document in documents]
+        scores = model.predict(pairs, show_progress_bar=False, convert_to_tensor=True,
+                               **call).tolist() if pairs else []
+        ranked, start = [], 0
+        for _, documents in queries:
+            found = [(i, float(scores[start + i]), document if with_text else None)
+                     for i, document in enumerate(documents)]
+            start += len(documents)
+            ranked.append(sorted(found, key=lambda r: r[1], reverse=True)[:top_k])
+        return ranked
 
     def check(self, route, settings) -> str:
         return "runs in each backend"

@@ -33,6 +33,14 @@ def _positive_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _non_negative_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
 def _http_url(value) -> bool:
     """An http(s) URL with a host, and no query, fragment or credentials (the setting is readable)."""
     from urllib.parse import urlsplit
@@ -106,6 +114,16 @@ KINDS: dict[str, Kind] = {
         "ca_file": Key(_absolute_path, "the absolute path of a PEM bundle of the CAs that sign the engine's "
                                        "https certificate (default: the system's CAs)"),
     }, module="pgml_plpy.runtimes.openai", check=_one_key_source),
+    # The shared runtime on Ray Serve (python -m pgml_plpy.serve); replicas / num_cpus / num_gpus decide
+    # the Ray Serve deployment that holds the models routed there.
+    "ray": Kind(keys={
+        "url": Key(_http_url, "the serve command's address, such as 'http://127.0.0.1:8000'", required=True),
+        "token_file": Key(_string, "a file on the database server holding the runtime's token"),
+        **TIMEOUT,
+        "replicas": Key(_positive_int, "replicas of the deployment (a positive integer)"),
+        "num_cpus": Key(_non_negative_number, "CPUs each replica reserves (a number >= 0)"),
+        "num_gpus": Key(_non_negative_number, "GPUs each replica reserves (a number >= 0)"),
+    }, module="pgml_plpy.runtimes.ray"),
 }
 
 

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ...errors import DataCorrupted, IoError
+from ...errors import DataCorrupted, IoError, ModelNotFound
 from ...settings import Settings
 
 PART_SIZE = 32 << 20         # bytes per pgml.files row
@@ -108,42 +108,66 @@ def _valid(folder: Path, files: list[list]) -> bool:
         return False
 
 
-def restore(db, model_id: int, files: list[list], settings: Settings) -> Path:
-    """The files (a manifest() of model_id, already trusted) in a local folder; fetched from pgml.files
-    unless a valid copy is there."""
+def read_part(db, model_id: int, path: str, part: int) -> bytes:
+    """One part of one of a model's files from pgml.files, checked against its SHA-256."""
+    rows = db.execute("SELECT sha256, data FROM pgml.files WHERE model_id = $1 AND path = $2 AND part = $3",
+                      [model_id, path, part], ["int8", "text", "int4"])
+    if not rows:
+        raise ModelNotFound(f"pgml.files of model {model_id} has no part {part} of {path}",
+                            hint="The model was deleted meanwhile: call again to use the deployed one.")
+    data = bytes(rows[0]["data"])
+    if hashlib.sha256(data).hexdigest() != rows[0]["sha256"]:
+        raise DataCorrupted(f"pgml.files of model {model_id}: part {part} of {path} does not match its SHA-256",
+                            hint="The stored model is damaged: deploy another model, or tune again.")
+    return data
+
+
+def files_key(files: list[list]) -> str:
+    """The name of the folder holding a manifest's files: a hash of its paths and part checksums."""
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:40]
+
+
+def restored(files: list[list], root: Path) -> Path | None:
+    """The folder under root that already holds the manifest's files intact, if there is one."""
+    folder = root / files_key(files)
+    return folder if _valid(folder, files) else None
+
+
+def materialize(files: list[list], root: Path, read) -> Path:
+    """The folder under root holding exactly the manifest's files (already trusted), built with
+    read(path, part index) -> bytes unless a valid copy is there. Every file is checked against its part
+    checksums before the folder is used: the backend reads the parts from pgml.files, the shared runtime
+    from the parts a backend sent it."""
     for path, _, _ in files:
         check_path(path)
-    key = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:40]
-    root = cache_root(settings)
+    key = files_key(files)
     folder = root / key
-    if _valid(folder, files):
+    if restored(files, root) is not None:
         return folder
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
-        for path, _, _ in files:
+        for path, parts, _ in files:
             target = tmp / path
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as fh, db.cursor(
-                    "SELECT part, sha256, data FROM pgml.files WHERE model_id = $1 AND path = $2 ORDER BY part",
-                    [model_id, path], ["int8", "text"]) as parts:
-                while rows := parts.fetch(1):
-                    row = rows[0]
-                    data = bytes(row["data"])
-                    if hashlib.sha256(data).hexdigest() != row["sha256"]:
-                        raise DataCorrupted(f"pgml.files of model {model_id}: part {row['part']} of {path} "
-                                            "does not match its SHA-256",
-                                            hint="The stored model is damaged: deploy another model, or tune again.")
-                    fh.write(data)
+            with open(target, "wb") as fh:
+                for index in range(len(parts)):
+                    fh.write(read(path, index))
         (tmp / MANIFEST).write_text(json.dumps(files))
         if not _valid(tmp, files):
-            raise IoError(f"model {model_id}'s files did not restore intact into {tmp}")
+            raise IoError(f"the files of {key} did not restore intact into {tmp}")
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         try:
             os.rename(tmp, folder)
-        except OSError as exc:  # another backend restored it meanwhile
+        except OSError as exc:  # another process restored it meanwhile
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not _valid(folder, files):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def restore(db, model_id: int, files: list[list], settings: Settings) -> Path:
+    """The files (a manifest() of model_id, already trusted) in a local folder; fetched from pgml.files
+    unless a valid copy is there."""
+    return materialize(files, cache_root(settings), lambda path, part: read_part(db, model_id, path, part))

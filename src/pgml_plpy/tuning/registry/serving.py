@@ -45,16 +45,24 @@ def identity(row) -> tuple:
     return (row["model_id"], row["base_model"], row["lora"], json.loads(row["hyperparams"] or "{}").get("revision"))
 
 
-def restore(db, model, settings: Settings) -> Path:
-    """The files of a model (a lookup() row) in a local folder, once its MAC shows that this server's
-    tuning wrote them."""
+def model_files(db, model) -> list[list]:
+    """The manifest of a model (a lookup() row) that can be served: it has files, its MAC shows that this
+    server's tuning wrote them, and each is a plain relative path."""
     model_id = model["model_id"]
     files = stored.manifest(db, model_id)
     if not files:
         raise ModelNotFound(f"model {model_id} has no files in pgml.files",
                             hint="Deploy another model of the project: pgml.deploy(model_id).")
     signing.verify(signing.load_key(), *identity(model), files, model["files_mac"])
-    return stored.restore(db, model_id, files, settings)
+    for path, _, _ in files:
+        stored.check_path(path)
+    return files
+
+
+def restore(db, model, settings: Settings) -> Path:
+    """The files of a model (a lookup() row) in a local folder, once its MAC shows that this server's
+    tuning wrote them."""
+    return stored.restore(db, model["model_id"], model_files(db, model), settings)
 
 
 def base_folder(base_model: str, options: dict, settings: Settings) -> str:
@@ -107,23 +115,32 @@ def adapter_folder(folder: Path, base: str) -> Path:
     return target
 
 
+def serving_folder(local: Path, base: dict | None, settings: Settings) -> str:
+    """The folder a deployed model loads from: its restored files, or for a LoRA adapter (base set) the
+    adapter on top of its base model's local folder."""
+    if base is None:
+        return str(local)
+    return str(adapter_folder(local, base_folder(base["model"], base["options"], settings)))
+
+
 def deployed(db, name: str, settings: Settings):
-    """pgml.transform's view of the registry: a Deployed for a project name, None for anything else."""
+    """pgml.transform's view of the registry: a Deployed for a project name, None for anything else.
+    The backend loads it from folder(); the shared runtime gets files() and the parts it lacks by read()."""
     from ...runtimes import Deployed
 
     row = lookup(db, name)
     if row is None:
         return None
-
-    def folder() -> str:
-        local = restore(db, row, settings)
-        if row["lora"]:
-            recorded = json.loads(row["hyperparams"] or "{}")
-            options = {k: recorded[k] for k in ("revision",) if recorded.get(k) is not None}
-            return str(adapter_folder(local, base_folder(row["base_model"], options, settings)))
-        return str(local)
-
-    return Deployed(key=f"{row['name']}@{row['model_id']}", folder=folder, task=row["task"])
+    model_id = row["model_id"]
+    base = None
+    if row["lora"]:
+        recorded = json.loads(row["hyperparams"] or "{}")
+        base = {"model": row["base_model"],
+                "options": {k: recorded[k] for k in ("revision",) if recorded.get(k) is not None}}
+    return Deployed(key=f"{row['name']}@{model_id}", task=row["task"],
+                    folder=lambda: serving_folder(restore(db, row, settings), base, settings),
+                    files=lambda: model_files(db, row),
+                    read=lambda path, part: stored.read_part(db, model_id, path, part), base=base)
 
 
 def sign_unsigned(db) -> int:

@@ -1,0 +1,275 @@
+"""The shared runtime on Ray Serve, as a backend sees it: routes with "runtime": "ray".
+
+A backend sends each call as JSON over HTTP (runtimes/http.py: cancels and timeouts reach
+the runtime) to the serve command (python -m pgml_plpy.serve), with the load policy that
+applies to its caller; the runtime enforces it and runs the same task code as the backend
+(runtimes/backend.py), so results are the same. This module is also the wire format both
+sides share, and imports nothing heavy: a backend whose calls all go to routes never
+imports torch or transformers.
+
+The runtime keeps one Ray Serve application per deployment shape (replicas, num_cpus,
+num_gpus of the route), deployed on the first call that needs it. Tuned models travel as
+files: the backend sends the manifest (paths and part checksums), the runtime answers with
+the parts it lacks ("need"), and the backend reads those from pgml.files with the caller's
+rights, checks them and sends them once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import stat
+from urllib.parse import urlsplit
+
+from .. import __version__
+from ..errors import PgmlError
+from ..settings import Settings, from_rows
+from . import EmbedRequest, RankRequest, TransformRequest
+from .http import Client
+
+# Settings that decide what a caller may load, and the limits of one call: sent with every request.
+POLICY = ("hub_downloads", "huggingface_cache", "huggingface_trust_remote_code",
+          "huggingface_trust_remote_code_whitelist", "huggingface_whitelist", "models_path", "allow_pickle",
+          "max_inputs", "max_input_chars", "max_new_tokens", "max_sequences")
+DEFAULT_DEPLOYMENT = {"replicas": 1, "num_cpus": 1, "num_gpus": 0}
+PART_BYTES = 64 << 20        # raw bytes of model parts sent in one request at most
+PREFIX = "/pgml"             # the control application; model applications live under PREFIX/m/<name>
+
+
+# ------------------------------------------------------------------------------------ wire format
+
+
+def policy(settings: Settings) -> dict:
+    """What the runtime must enforce for this caller: the POLICY settings and whether the caller is
+    an administrator (who may load any local folder)."""
+    return {**{name: getattr(settings, name) for name in POLICY}, "admin": settings.admin}
+
+
+def settings_of(value: dict, **own) -> Settings:
+    """The runtime's Settings for a request: the caller's policy (each value checked as pgml.settings
+    checks it) and the runtime's own values (own: torch_threads, max_models, models_cache, ...)."""
+    if not isinstance(value, dict) or set(value) != set(POLICY) | {"admin"}:
+        raise PgmlError("the request's policy does not have the fields of this runtime's version", sqlstate="08P01",
+                        hint="Run the same pgml_plpy release in the database's venv and the runtime's.")
+    found = from_rows(((name, json.dumps(value[name])) for name in POLICY), admin=value["admin"] is True)
+    return Settings(**{**{name: getattr(found, name) for name in POLICY}, "admin": found.admin, **own})
+
+
+def deployment_of(options: dict) -> dict:
+    """The Ray Serve deployment shape a route asks for (its replicas, num_cpus, num_gpus)."""
+    return {key: options.get(key, default) for key, default in DEFAULT_DEPLOYMENT.items()}
+
+
+def app_name(deployment: dict) -> str:
+    """The application serving a deployment shape: pgml-r1-c1-g0, pgml-r2-c0_5-g1, ..."""
+    def number(value) -> str:
+        return re.sub(r"[^0-9]", "_", f"{float(value):g}")
+
+    return f"pgml-r{int(deployment['replicas'])}-c{number(deployment['num_cpus'])}-g{number(deployment['num_gpus'])}"
+
+
+def pack_array(vectors) -> dict:
+    """A float32 matrix as JSON: its shape and its little-endian bytes in base64 (exact, compact)."""
+    import numpy as np
+
+    data = np.ascontiguousarray(vectors, dtype="<f4")
+    return {"shape": list(data.shape), "data": base64.b64encode(data.tobytes()).decode()}
+
+
+def unpack_array(value: dict):
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(value["data"]), dtype="<f4").reshape(value["shape"])
+
+
+def is_glob(model: str) -> bool:
+    return any(c in model for c in "*?[")
+
+
+# --------------------------------------------------------------------------------------- the client
+
+
+def serve_hint(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    command = f"python -m pgml_plpy.serve --port {port}"
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        command += f" --host {parts.hostname} --token-file FILE --tls-cert CERT --tls-key KEY"
+    return f"Start the runtime with the project's venv on that host: {command} (see the docs on scaling)."
+
+
+def read_token(route) -> str | None:
+    """The route's token_file, which only the server's OS user (and the runtime) may read."""
+    path = route.options.get("token_file")
+    if path is None:
+        return None
+    where = f"token_file {path} of {route.describe()}"
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except OSError as exc:
+        raise PgmlError(f"{where} cannot be read by the database server's OS user: {exc.strerror}",
+                        sqlstate="28000", hint="Put the runtime's token there, owned by the server's OS user "
+                                               "(chmod 600, or 640 with a group the runtime's user is in).") from None
+    if mode & stat.S_IRWXO:
+        raise PgmlError(f"{where} can be read by every OS user", sqlstate="28000",
+                        hint=f"chmod o-rwx {path}: only the server's OS user and the runtime may read the token.")
+    if not token:
+        raise PgmlError(f"{where} is empty", sqlstate="28000", hint="Write the runtime's token into it.")
+    return token
+
+
+class RayRuntime:
+    name = "ray"
+
+    def __init__(self, route):
+        self.route = route
+        self.deployment = deployment_of(route.options)
+        self.app = app_name(self.deployment)
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            token = read_token(self.route)
+            self._client = Client(self.route, self.route.options["url"],
+                                  headers={"Authorization": f"Bearer {token}"} if token else {},
+                                  serve_hint=serve_hint(self.route.options["url"]))
+        return self._client
+
+    def _path(self, op: str) -> str:
+        return f"{PREFIX}/m/{self.app}/{op}"
+
+    def _deploy(self) -> None:
+        """Have the runtime deploy this route's application (it answers once the application runs)."""
+        self.client.post(f"{PREFIX}/deploy", {**self.deployment, "timeout": max(1.0, self.route.timeout - 1)})
+
+    def _post(self, op: str, payload: dict):
+        """POST to this route's application, deploying it first when the runtime does not have it (the
+        runtime's proxy answers 404 for an application it does not know: new, or the runtime restarted)."""
+        try:
+            return self.client.post(self._path(op), payload)
+        except PgmlError as exc:
+            if getattr(exc, "status", None) != 404:
+                raise
+        self._deploy()
+        return self.client.post(self._path(op), payload)
+
+    # ---------------------------------------------------------------------------------- calls
+
+    def _transform_payload(self, request: TransformRequest) -> tuple[dict, object]:
+        found = request.deployed(request.model) if request.deployed is not None else None
+        payload = {"task": request.task, "canonical": request.canonical, "model": request.model,
+                   "options": request.options, "args": request.args, "inputs": request.inputs,
+                   "policy": policy(request.settings),
+                   "deployed": None if found is None else {"files": found.files(), "base": found.base,
+                                                            "task": found.task}}
+        return payload, found
+
+    @staticmethod
+    def _parts(found, need: list, files: list) -> dict:
+        """The parts the runtime asked for ([path, part index] each), read from pgml.files and checked,
+        up to PART_BYTES per request (the runtime asks again for the rest)."""
+        known = {path: parts for path, parts, _ in files}
+        sent, size = {}, 0
+        for path, index in need:
+            if path not in known or not isinstance(index, int) or not 0 <= index < len(known[path]):
+                raise PgmlError(f"the runtime asked for a part that model does not have: {path} part {index}",
+                                sqlstate="08P01")
+            data = found.read(path, index)
+            sent[known[path][index]] = base64.b64encode(data).decode()
+            size += len(data)
+            if size >= PART_BYTES:
+                break
+        return sent
+
+    def _with_files(self, call, payload: dict, found):
+        """call(payload) until the runtime has every part of a tuned model's files."""
+        files = payload["deployed"]["files"] if found is not None else []
+        for _ in range(2 * sum(len(parts) for _, parts, _ in files) + 2):
+            answer = call(payload)
+            if not (isinstance(answer, dict) and "need" in answer):
+                return answer
+            payload = {**payload, "parts": self._parts(found, answer["need"], files)}
+        raise PgmlError(f"the runtime at {self.client.base_url} kept asking for the files of {payload['model']}",
+                        sqlstate="08P01", hint="Check the runtime's models cache (its disk) and its log.")
+
+    def transform(self, request: TransformRequest):
+        payload, found = self._transform_payload(request)
+        return self._with_files(lambda p: self._post("transform", p), payload, found)["result"]
+
+    def transform_stream(self, request: TransformRequest):
+        payload, found = self._transform_payload(request)
+
+        def first(p):
+            """The stream's first line (the runtime's need for files, or the first piece)."""
+            try:
+                lines = self.client.stream(self._path("stream"), p)
+                line = next(lines, None)
+            except PgmlError as exc:
+                if getattr(exc, "status", None) != 404:
+                    raise
+                self._deploy()
+                lines = self.client.stream(self._path("stream"), p)
+                line = next(lines, None)
+            answer = json.loads(line) if line else {}
+            if "need" in answer:
+                lines.close()
+                return answer
+            return {"lines": lines, "first": answer}
+
+        started = self._with_files(first, payload, found)
+        return self._pieces(started["first"], started["lines"])
+
+    @staticmethod
+    def _pieces(first: dict, lines):
+        try:
+            answer = first
+            while True:
+                if "error" in answer:
+                    error = answer["error"]
+                    raise PgmlError(error.get("message") or "the runtime failed mid-stream",
+                                    sqlstate=error.get("sqlstate") or "38000", hint=error.get("hint"),
+                                    detail=error.get("detail"))
+                if "piece" in answer:
+                    yield answer["piece"]
+                line = next(lines, None)
+                if line is None:
+                    return
+                if line:
+                    answer = json.loads(line)
+                else:
+                    answer = {}
+        finally:
+            lines.close()
+
+    def embed(self, request: EmbedRequest):
+        return unpack_array(self._post("embed", {"model": request.model, "texts": request.texts,
+                                                 "build": request.build, "call": request.call,
+                                                 "policy": policy(request.settings)}))
+
+    def rank(self, request: RankRequest):
+        answer = self._post("rank", {"model": request.model, "query": request.query, "documents": request.documents,
+                                     "build": request.build, "call": request.call, "policy": policy(request.settings)})
+        return [(int(i), float(score), text) for i, score, text in answer["ranked"]]
+
+    def check(self, route, settings: Settings) -> str:
+        """Reachable and authenticated (the control application's health), and the route's model
+        answering when the route names one model (a glob names none)."""
+        health = self.client.post(f"{PREFIX}/health", {})
+        found = (f"{self.client.base_url}: pgml_plpy {health.get('version')} on Ray {health.get('ray')}, "
+                 f"{health.get('nodes')} node(s)")
+        if health.get("version") != __version__:
+            raise PgmlError(f"{found}, but this database's pgml_plpy is {__version__}", sqlstate="55000",
+                            hint="Run the same pgml_plpy release in the database's venv and the runtime's.")
+        if is_glob(route.model):
+            return f"{found}; models matching {route.model} load on first use"
+        answer = self._post("check", {"model": route.model, "task": route.task, "policy": policy(settings)})
+        return f"{found}; {answer['detail']}"
+
+
+def runtime(route) -> RayRuntime:
+    return RayRuntime(route)

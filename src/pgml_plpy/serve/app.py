@@ -1,0 +1,186 @@
+"""The pgml_plpy application on Ray Serve.
+
+- Control (route /pgml): health, and deploying the model applications. Light: it never
+  imports torch.
+- Models (route /pgml/m/<name>, one application per deployment shape: replicas, num_cpus,
+  num_gpus of the routes that use it): transform, stream, embed, rank, check, state. Embed,
+  rank and the classification tasks go through @serve.batch, so that concurrent callers'
+  inputs run together.
+
+Both check the bearer token (its SHA-256 is all they hold) when the serve command was given one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import math
+import time
+
+import ray
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+
+from .. import __version__
+from ..errors import InvalidParameter, PgmlError
+from ..runtimes.ray import PREFIX, app_name
+from .replica import error_body
+
+MAX_ONGOING = 256          # requests a replica takes at once (they queue per model inside)
+BATCH = {"max_batch_size": 64, "batch_wait_timeout_s": 0.002}
+
+
+def authorized(request: Request, token_sha256: str | None) -> bool:
+    if token_sha256 is None:
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return scheme.lower() == "bearer" and hmac.compare_digest(digest, token_sha256)
+
+
+def unauthorized() -> JSONResponse:
+    return JSONResponse({"error": {"message": "the runtime refused the call: no valid token",
+                                   "sqlstate": "28000",
+                                   "hint": "The route's token_file must hold the token of the serve command's "
+                                           "--token-file."}}, status_code=401)
+
+
+def failure(exc: BaseException, doing: str) -> JSONResponse:
+    body = error_body(exc, doing)
+    client_side = body["error"]["sqlstate"][:2] in ("22", "42", "0A", "54", "58", "28", "55")
+    return JSONResponse(body, status_code=400 if client_side else 500)
+
+
+def operation(request: Request) -> str:
+    return request.url.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+@serve.deployment(max_ongoing_requests=MAX_ONGOING)
+class Models:
+    def __init__(self, config: dict):
+        from .replica import Replica
+
+        self.token = config["token_sha256"]
+        self.replica = Replica(config)
+
+    @serve.batch(**BATCH)
+    async def embed(self, requests):
+        return await self.replica.embed_batch(requests)
+
+    @serve.batch(**BATCH)
+    async def rank(self, requests):
+        return await self.replica.rank_batch(requests)
+
+    @serve.batch(**BATCH)
+    async def transform_batched(self, requests):
+        return await self.replica.transform_batch(requests)
+
+    async def transform(self, payload: dict):
+        from .replica import BATCHED
+
+        request = self.replica.transform_request(payload)
+        if isinstance(request, list):
+            return {"need": request}
+        if request.canonical in BATCHED:
+            result = await self.transform_batched(request)
+        else:
+            from ..runtimes.backend import BACKEND
+
+            result = await self.replica.run(request.model, lambda: BACKEND.transform(request))
+        return result
+
+    async def __call__(self, request: Request):
+        if not authorized(request, self.token):
+            return unauthorized()
+        op = operation(request)
+        try:
+            payload = await request.json()
+            if op == "stream":
+                return StreamingResponse(self.replica.stream(payload), media_type="application/x-ndjson")
+            if op == "state":
+                return JSONResponse(self.replica.state())
+            if op == "check":
+                return JSONResponse({"detail": await self.replica.run(payload["model"],
+                                                                      lambda: self.replica.check(payload))})
+            if op == "transform":
+                answer = await self.transform(payload)
+                answer = answer if isinstance(answer, dict) and "need" in answer else {"result": answer}
+            elif op == "embed":
+                answer = await self.embed(self.replica.embed_request(payload))
+            elif op == "rank":
+                answer = await self.rank(self.replica.rank_request(payload))
+                answer = answer if isinstance(answer, BaseException) else {"ranked": answer}
+            else:
+                raise InvalidParameter(f"the runtime has no operation {op!r}")
+            if isinstance(answer, BaseException):
+                raise answer
+            return JSONResponse(answer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one error answer with its SQLSTATE
+            return failure(exc, op)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=MAX_ONGOING)
+class Control:
+    def __init__(self, config: dict):
+        self.config = config
+        self.lock = asyncio.Lock()
+
+    async def __call__(self, request: Request):
+        if not authorized(request, self.config["token_sha256"]):
+            return unauthorized()
+        if request.url.path.startswith(f"{PREFIX}/m/"):
+            # a model application that is not deployed (yet): the caller deploys it and calls again
+            return JSONResponse({"error": {"message": f"no application serves {request.url.path}"}},
+                                status_code=404)
+        op = operation(request)
+        try:
+            payload = await request.json()
+            if op == "health":
+                nodes = await asyncio.to_thread(lambda: sum(1 for n in ray.nodes() if n.get("Alive")))
+                return JSONResponse({"version": __version__, "ray": ray.__version__, "nodes": nodes})
+            if op == "deploy":
+                return JSONResponse({"app": await self.deploy(payload)})
+            raise InvalidParameter(f"the runtime has no operation {op!r}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one error answer with its SQLSTATE
+            return failure(exc, op)
+
+    async def deploy(self, shape: dict) -> str:
+        """The application for a deployment shape, deployed unless it runs; answers once it runs."""
+        replicas, cpus, gpus = shape.get("replicas"), shape.get("num_cpus"), shape.get("num_gpus")
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in (cpus, gpus))
+        if not (isinstance(replicas, int) and not isinstance(replicas, bool) and replicas > 0 and numbers):
+            raise InvalidParameter(f"a deployment needs replicas > 0 and num_cpus, num_gpus >= 0, not {shape}")
+        name = app_name(shape)
+        wait = float(shape.get("timeout") or 300)
+        async with self.lock:
+            status = await asyncio.to_thread(lambda: serve.status().applications.get(name))
+            if status is None or status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                print(f"pgml_plpy serve: deploying {name} (replicas {replicas}, num_cpus {cpus:g}, "
+                      f"num_gpus {gpus:g})", flush=True)
+                options = {"num_cpus": cpus, "num_gpus": gpus}
+                if self.config.get("replica_resources"):
+                    options["resources"] = self.config["replica_resources"]
+                app = Models.options(num_replicas=replicas, ray_actor_options=options).bind(
+                    {**self.config, "torch_threads": max(1, math.ceil(cpus))})
+                await asyncio.to_thread(lambda: serve.run(app, name=name, route_prefix=f"{PREFIX}/m/{name}",
+                                                          blocking=False))
+            deadline = time.monotonic() + wait
+            while True:
+                status = await asyncio.to_thread(lambda: serve.status().applications.get(name))
+                if status is not None and status.status == "RUNNING":
+                    return name
+                if status is not None and status.status == "DEPLOY_FAILED":
+                    raise PgmlError(f"the runtime could not deploy {name}: {status.message}", sqlstate="08006")
+                if time.monotonic() > deadline:
+                    message = status.message if status is not None else "no status"
+                    raise PgmlError(f"the runtime's {name} did not start within {wait:g} s: {message}",
+                                    sqlstate="08006",
+                                    hint="Its replicas may ask for more CPUs, GPUs or resources than the Ray "
+                                         "cluster has: check the route's replicas, num_cpus and num_gpus.")
+                await asyncio.sleep(0.2)

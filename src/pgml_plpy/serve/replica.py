@@ -1,0 +1,275 @@
+"""What one model replica of the shared runtime does, apart from Ray Serve itself.
+
+Each request carries its caller's load policy; the replica builds Settings from it (plus its
+own: torch threads, model cache caps, models cache folder) and calls the backend's own task
+code (runtimes/backend.py), so that a routed call gives what the backend would. Models live
+in this process's cache (cache.MODELS), one copy shared by every caller, loaded on first
+use and evicted least recently used under max_models / max_model_bytes.
+
+Work runs in threads, one call at a time per model; each thread carries its request's
+cancel flag (interrupts.cancel_on), which the model hooks consult on every forward pass, so
+a caller that goes away stops the work. Batches of concurrent requests (embed, rank and
+the classification tasks) that share a model and options run as one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+from .. import interrupts
+from ..cache import MODELS
+from ..errors import InvalidParameter, PgmlError, to_pgml_error
+from ..runtimes import Deployed, EmbedRequest, RankRequest, TransformRequest
+from ..runtimes.backend import BACKEND, load_task
+from ..runtimes.ray import pack_array, settings_of
+from ..settings import Settings
+from ..tuning.registry import files as stored
+from ..tuning.registry.serving import serving_folder
+
+# Tasks whose result is one item per input, in input order: concurrent calls run as one.
+BATCHED = frozenset({"text-classification", "token-classification", "zero-shot-classification"})
+BATCH_SIZE = 64  # the pipeline batch size for merged calls that set none
+
+
+def error_body(exc: BaseException, doing: str) -> dict:
+    err = to_pgml_error(exc, doing)
+    return {"error": {"message": err.message, "sqlstate": err.sqlstate, "hint": err.hint, "detail": err.detail}}
+
+
+class Parts:
+    """Parts of tuned models' files as they arrive, named by their SHA-256, until the folder they make
+    up is built (files.materialize checks every file again)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.parts = root / "parts"
+        self.parts.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def add(self, sent: dict) -> None:
+        for sha, text in (sent or {}).items():
+            data = base64.b64decode(text)
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise PgmlError(f"a part of a tuned model arrived damaged (it does not hash to {sha})",
+                                sqlstate="08P01")
+            fd, tmp = tempfile.mkstemp(dir=self.parts, prefix=".")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, self.parts / sha)
+
+    def folder(self, files: list) -> Path | list:
+        """The folder of a manifest's files, or the [path, part index] pairs still missing."""
+        found = stored.restored(files, self.root)
+        if found is not None:
+            return found
+        need = [[path, index] for path, shas, _ in files for index, sha in enumerate(shas)
+                if not (self.parts / sha).exists()]
+        if need:
+            return need
+        shas = {path: shas for path, shas, _ in files}
+        folder = stored.materialize(files, self.root, lambda path, index: (self.parts / shas[path][index])
+                                      .read_bytes())
+        for sha in {sha for _, parts, _ in files for sha in parts}:
+            (self.parts / sha).unlink(missing_ok=True)
+        return folder
+
+
+class Replica:
+    def __init__(self, config: dict):
+        self.own = {"torch_threads": max(1, int(config["torch_threads"])), "max_models": config["max_models"],
+                    "max_model_bytes": config["max_model_bytes"], "models_cache": config["models_cache"]}
+        MODELS.limit(self.own["max_models"], self.own["max_model_bytes"])
+        self.files = Parts(stored.cache_root(Settings(**self.own)))
+        self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.running = 0
+        self.cancelled = 0
+        self.announced: set[str] = set()
+
+    def settings(self, payload: dict):
+        return settings_of(payload.get("policy"), **self.own)
+
+    # --------------------------------------------------------------------------------- threads
+
+    async def run(self, model: str, fn):
+        """fn() in a worker thread, one at a time per model; cancelling the caller stops it at its next
+        forward pass (or stream step) and waits until it has stopped."""
+        async with self.locks[model]:
+            return await self.thread(fn)
+
+    async def thread(self, fn):
+        event = threading.Event()
+
+        def work():
+            with interrupts.cancel_on(event):
+                return fn()
+
+        self.running += 1
+        future = asyncio.get_running_loop().run_in_executor(None, work)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            event.set()
+            self.cancelled += 1
+            await asyncio.wait([future])
+            raise
+        finally:
+            self.running -= 1
+            self.announce()
+
+    def announce(self) -> None:
+        """Print each model this replica loads (the serve command shows the replicas' output)."""
+        for entry in MODELS.entries():
+            if entry.key not in self.announced:
+                self.announced.add(entry.key)
+                print(f"pgml_plpy serve: loaded {entry.kind} {entry.task} {entry.model} on {entry.device} "
+                      f"({entry.bytes >> 20} MiB) in {entry.load_seconds:.1f} s", flush=True)
+        self.announced &= {entry.key for entry in MODELS.entries()}
+
+    # ------------------------------------------------------------------------------- requests
+
+    def transform_request(self, payload: dict) -> TransformRequest | list:
+        """The request (its tuned model's files in place), or the file parts this replica still needs."""
+        settings = self.settings(payload)
+        deployed = None
+        if payload.get("deployed") is not None:
+            files, base = payload["deployed"]["files"], payload["deployed"].get("base")
+            self.files.add(payload.get("parts"))
+            folder = self.files.folder(files)
+            if isinstance(folder, list):
+                return folder
+            found = Deployed(key=f"files:{stored.files_key(files)}", task=payload["deployed"]["task"],
+                             folder=lambda: serving_folder(folder, base, settings))
+            deployed = lambda name: found if name == payload["model"] else None  # noqa: E731
+        args = payload["args"]
+        if not isinstance(args, dict) or not isinstance(payload["inputs"], list):
+            raise InvalidParameter("args must be a JSON object and inputs a list")
+        return TransformRequest(task=payload["task"], canonical=payload["canonical"], model=payload["model"],
+                                options=payload["options"], args=args, inputs=payload["inputs"], settings=settings,
+                                deployed=deployed)
+
+    def embed_request(self, payload: dict) -> EmbedRequest:
+        return EmbedRequest(payload["model"], payload["texts"], payload["build"], payload["call"],
+                            self.settings(payload))
+
+    def rank_request(self, payload: dict) -> RankRequest:
+        return RankRequest(payload["model"], payload["query"], payload["documents"], payload["build"],
+                           payload["call"], self.settings(payload))
+
+    # ---------------------------------------------------------------------------------- batches
+
+    async def batch(self, items: list, key, run) -> list:
+        """Run items grouped by key(item) (same model and options): run(group) -> one result per item;
+        a failing group fails only its own items (their result is the exception)."""
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(key(item), []).append(i)
+        results: list = [None] * len(items)
+
+        async def one(indexes):
+            group = [items[i] for i in indexes]
+            try:
+                answers = await self.run(group[0].model, lambda: run(group))
+            except Exception as exc:  # noqa: BLE001 - each caller gets the error
+                answers = [exc] * len(group)
+            for i, answer in zip(indexes, answers):
+                results[i] = answer
+
+        await asyncio.gather(*(one(indexes) for indexes in groups.values()))
+        return results
+
+    @staticmethod
+    def _key(*parts) -> str:
+        return json.dumps(parts, sort_keys=True, default=repr)
+
+    async def embed_batch(self, requests: list[EmbedRequest]) -> list:
+        def run(group):
+            merged = EmbedRequest(group[0].model, [t for r in group for t in r.texts], group[0].build,
+                                  group[0].call, group[0].settings)
+            vectors, answers, start = BACKEND.embed(merged), [], 0
+            for r in group:
+                answers.append(pack_array(vectors[start:start + len(r.texts)]))
+                start += len(r.texts)
+            return answers
+
+        return await self.batch(requests, lambda r: self._key(r.model, r.build, r.call, r.settings), run)
+
+    async def rank_batch(self, requests: list[RankRequest]) -> list:
+        def run(group):
+            return BACKEND.rank_many(group[0], [(r.query, r.documents) for r in group])
+
+        return await self.batch(requests, lambda r: self._key(r.model, r.build, r.call, r.settings), run)
+
+    async def transform_batch(self, requests: list[TransformRequest]) -> list:
+        def run(group):
+            if len(group) == 1:
+                return [BACKEND.transform(group[0])]
+            first = group[0]
+            items = [item for r in group for item in r.inputs]
+            args = {"batch_size": min(len(items), BATCH_SIZE), **first.args}
+            merged = TransformRequest(first.task, first.canonical, first.model, first.options, args, items,
+                                      first.settings, first.deployed)
+            results, answers, start = BACKEND.transform(merged), [], 0
+            for r in group:
+                answers.append(results[start:start + len(r.inputs)])
+                start += len(r.inputs)
+            return answers
+
+        def key(r):
+            found = r.deployed(r.model) if r.deployed is not None else None
+            return self._key(r.task, r.model, found.key if found else None, r.options, r.args, r.settings)
+
+        return await self.batch(requests, key, run)
+
+    # ----------------------------------------------------------------------------------- others
+
+    async def stream(self, payload: dict):
+        """Lines of JSON: {"need": [...]} first when files are missing, else {"piece": text} as they are
+        generated, or {"error": {...}} (before the first piece or mid-stream)."""
+        end = object()
+        try:
+            request = self.transform_request(payload)
+            if isinstance(request, list):
+                yield json.dumps({"need": request}) + "\n"
+                return
+            async with self.locks[request.model]:
+                pieces = await self.thread(lambda: BACKEND.transform_stream(request))
+                try:
+                    while (piece := await self.thread(lambda: next(pieces, end))) is not end:
+                        yield json.dumps({"piece": piece}) + "\n"
+                finally:
+                    await self.thread(pieces.close)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as the stream's last line
+            yield json.dumps(error_body(exc, "transform_stream")) + "\n"
+
+    def check(self, payload: dict) -> str:
+        """The route's model answering (run in a worker thread)."""
+        from .. import tasks
+        from ..models import resolve
+
+        model, task, settings = payload["model"], payload.get("task"), self.settings(payload)
+        if task == "embedding":
+            vectors = BACKEND.embed(EmbedRequest(model, ["pgml validate"], {}, {}, settings))
+            return f"{model} answers with {vectors.shape[1]} dimensions"
+        if task == "rank":
+            BACKEND.rank(RankRequest(model, "pgml", ["validate"], {}, {}, settings))
+            return f"{model} ranks"
+        if task is not None:
+            loaded = load_task(tasks.lookup(task)[0], model, {}, settings)
+            return f"{model} loaded for {task} on {loaded.device or 'its device map'}"
+        source = resolve(model, {}, settings)
+        return f"{model} found ({'folder' if source.is_local else 'hub id'} {source.name})"
+
+    def state(self) -> dict:
+        return {"running": self.running, "cancelled": self.cancelled, "pid": os.getpid(),
+                "loaded": [{"kind": e.kind, "task": e.task, "model": e.model, "device": e.device, "dtype": e.dtype,
+                            "bytes": e.bytes, "load_seconds": e.load_seconds, "loaded_at": e.loaded_at,
+                            "last_used": e.last_used, "hits": e.hits} for e in MODELS.entries()]}
