@@ -3,7 +3,8 @@
 # the venv (.venv) holding the package, built with the distribution's python3 (the Python
 # that PL/Python runs). Safe to re-run.
 #   bash scripts/setup.sh           # what a server and the demo need
-#   bash scripts/setup.sh --tests   # plus the test tools, pg_cron and the transformers 4.x reference overlay
+#   bash scripts/setup.sh --serve   # plus Ray Serve, for the shared runtime (python -m pgml_plpy.serve)
+#   bash scripts/setup.sh --tests   # plus Ray Serve, the test tools, pg_cron and the transformers 4.x reference overlay
 # Environment: PG_MAJOR (default: the installed or the distribution's PostgreSQL),
 # PGML_VENV (default .venv), TORCH_SPEC (default the CPU wheel torch==2.13.0; a GPU user
 # sets it to a CUDA build).
@@ -12,7 +13,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 VENV=${PGML_VENV:-$REPO/.venv}
 TESTS=0
-[ "${1:-}" = "--tests" ] && TESTS=1
+SERVE=0
+[ "${1:-}" = "--tests" ] && TESTS=1 && SERVE=1
+[ "${1:-}" = "--serve" ] && SERVE=1
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -43,22 +46,31 @@ fi
 # pip's own failure stops the setup; only this machine's noise about missing index folders is dropped.
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 # A re-run installs nothing: the venv records what it was built from (the requirements and pins, the
-# package's version, the extras), and pip runs again only when that changed. The plain setup installs the
-# demo's client too; --tests adds the test tools (it includes the demo's).
+# package's version, the extras), and pip runs again only when that changed or an extra is missing. The
+# plain setup installs the demo's client too; --serve adds Ray Serve; --tests adds both and the test tools.
 extras=demo
-[ $TESTS = 1 ] && extras=demo,test
+[ $SERVE = 1 ] && extras=demo,serve
+[ $TESTS = 1 ] && extras=demo,serve,test
 built_from=$(cat pyproject.toml constraints.txt src/pgml_plpy/__init__.py | sha256sum | cut -c1-64)
 stamp=$VENV/.pgml-setup
 recorded=$(cat "$stamp" 2>/dev/null || true)
-if [ "$recorded" = "$built_from demo,test" ] || [ "$recorded" = "$built_from $extras" ]; then
+current=0
+if [ "${recorded%% *}" = "$built_from" ]; then
+  current=1
+  for e in ${extras//,/ }; do
+    case ",${recorded#* }," in *",$e,"*) ;; *) current=0 ;; esac
+  done
+fi
+if [ $current = 1 ]; then
   echo "setup: $VENV is up to date"
 else
   rm -f "$stamp"
   pip install --upgrade pip
   "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "${TORCH_SPEC:-torch==2.13.0}"
   pip install -c constraints.txt -e ".[$extras]"
-  "$VENV/bin/python" -c "import pgml_plpy, torch, transformers, psycopg" \
-    || { echo "setup: the venv $VENV is incomplete" >&2; exit 1; }
+  imports="pgml_plpy, torch, transformers, psycopg"
+  [ $SERVE = 1 ] && imports="$imports, ray.serve"
+  "$VENV/bin/python" -c "import $imports" || { echo "setup: the venv $VENV is incomplete" >&2; exit 1; }
   echo "$built_from $extras" > "$stamp"
 fi
 # The server's OS user cannot write __pycache__ here: compile the package once for every backend.

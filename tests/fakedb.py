@@ -34,6 +34,7 @@ class FakeDatabase:
         self._answers: list[tuple[str, object]] = []
         self.statements: list[tuple[str, list]] = []
         self.notices: list[str] = []
+        self.warnings: list[str] = []
         self.commits: list[str] = []
         self.rollbacks = 0
         self.pinned = False
@@ -69,6 +70,9 @@ class FakeDatabase:
 
     def notice(self, message: str) -> None:
         self.notices.append(message)
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
 
     def debug(self, message: str) -> None:
         pass

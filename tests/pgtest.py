@@ -123,3 +123,17 @@ def same(ours, theirs, path="$"):
             same(a, b, f"{path}[{i}]")
     else:
         assert ours == theirs, f"{path}: {ours!r} != {theirs!r}"
+
+
+def long_gpt2_folder(models: dict) -> str:
+    """A GPT-2 with random weights and room for 2000 tokens: generations that take seconds."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = os.path.join(os.path.dirname(models["gpt2-chat"]), "gpt2-long-random")
+    if not os.path.isdir(folder):
+        shutil.copytree(models["gpt2-chat"], folder + ".tmp")
+        config = GPT2Config.from_pretrained(models["gpt2-chat"], n_positions=2048, n_layer=4, n_embd=256)
+        GPT2LMHeadModel(config).save_pretrained(folder + ".tmp")
+        readable_tree(folder + ".tmp")
+        os.rename(folder + ".tmp", folder)
+    return folder

@@ -6,7 +6,7 @@ import time
 
 import psycopg
 import pytest
-from pgtest import one, readable_tree, sql_error, task, threads
+from pgtest import long_gpt2_folder, one, sql_error, task, threads
 from psycopg.types.json import Jsonb
 
 GREEDY = {"do_sample": False, "max_new_tokens": 12}
@@ -98,20 +98,7 @@ def timed_out(conn, query, params, timeout: float) -> float:
 
 @pytest.fixture(scope="module")
 def long_gpt2(models):
-    """A GPT-2 with random weights and room for 2000 tokens: generations that take seconds."""
-    import os
-    import shutil
-
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    folder = os.path.join(os.path.dirname(models["gpt2-chat"]), "gpt2-long-random")
-    if not os.path.isdir(folder):
-        shutil.copytree(models["gpt2-chat"], folder + ".tmp")
-        config = GPT2Config.from_pretrained(models["gpt2-chat"], n_positions=2048, n_layer=4, n_embd=256)
-        GPT2LMHeadModel(config).save_pretrained(folder + ".tmp")
-        readable_tree(folder + ".tmp")
-        os.rename(folder + ".tmp", folder)
-    return folder
+    return long_gpt2_folder(models)
 
 
 def test_statement_timeout_stops_a_long_generation(dsn, long_gpt2):

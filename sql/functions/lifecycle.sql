@@ -11,7 +11,7 @@ if 'pgml_plpy' not in GD:
     plpy.execute('SELECT pgml._activate()')
 return GD['pgml_plpy'].loaded_models(plpy)
 $$;
-COMMENT ON FUNCTION pgml.loaded_models() IS 'the models this backend has loaded';
+COMMENT ON FUNCTION pgml.loaded_models() IS 'the models this backend has loaded, then those of the shared runtimes its routes name';
 REVOKE ALL ON FUNCTION pgml.loaded_models() FROM PUBLIC, pgml_user, pgml_admin;
 GRANT EXECUTE ON FUNCTION pgml.loaded_models() TO pgml_user;
 

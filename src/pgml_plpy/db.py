@@ -49,6 +49,9 @@ class Database(Protocol):
     def notice(self, message: str) -> None:
         """A NOTICE to the client, now."""
 
+    def warning(self, message: str) -> None:
+        """A WARNING to the client (and the server log), now."""
+
     def debug(self, message: str) -> None:
         """A DEBUG message (the server log or the client, as log_min_messages and client_min_messages say)."""
 

@@ -86,6 +86,9 @@ class PlpyDatabase:
     def notice(self, message: str) -> None:
         self.plpy.notice(message)
 
+    def warning(self, message: str) -> None:
+        self.plpy.warning(message)
+
     def debug(self, message: str) -> None:
         self.plpy.debug(message)
 
@@ -284,18 +287,38 @@ def transform_stream(db, settings, task, task_is_json: bool, args, inputs, input
     return (jsontext.dumps([piece]) for piece in pieces)
 
 
+def _when(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
 def _rows(entries: list[Entry]) -> list[tuple]:
-    """loaded_models' columns for cache entries."""
-    def when(seconds: float) -> datetime:
-        return datetime.fromtimestamp(seconds, timezone.utc)
-
-    return [(e.kind, e.task, e.model, e.device, e.dtype, e.bytes, e.load_seconds, when(e.loaded_at),
-             when(e.last_used), e.hits) for e in entries]
+    """loaded_models' columns for this backend's cache entries."""
+    return [(e.kind, e.task, e.model, e.device, e.dtype, e.bytes, e.load_seconds, _when(e.loaded_at),
+             _when(e.last_used), e.hits, "backend") for e in entries]
 
 
-@entry("loaded_models", settings=False)
-def loaded_models(db) -> list[tuple]:
-    return _rows(MODELS.entries())
+@entry("loaded_models")
+def loaded_models(db, settings) -> list[tuple]:
+    """This backend's models, then those loaded in the runtimes its routes name (the models the
+    routes send there); a runtime that cannot be asked is reported as a WARNING."""
+    from .runtimes import runtime_of
+
+    rows, asked = _rows(MODELS.entries()), set()
+    for route in settings.runtimes:
+        runtime = runtime_of(route)
+        loaded = getattr(runtime, "loaded", None)  # runtimes that can list their models
+        if loaded is None or id(runtime) in asked:
+            continue
+        asked.add(id(runtime))
+        try:
+            found, where = loaded()
+        except PgmlError as err:
+            db.warning(f"pgml.loaded_models: {err.message}")
+            continue
+        rows += [(e["kind"], e["task"], e["model"], e["device"], e["dtype"], e["bytes"], e["load_seconds"],
+                  _when(e["loaded_at"]), _when(e["last_used"]), e["hits"], where)
+                 for e in found if route.matches(e["model"], e["task"])]
+    return rows
 
 
 @entry("unload", settings=False)

@@ -898,7 +898,8 @@ END"""),
 
 LIFECYCLE = Area("lifecycle", "Model lifecycle in a backend: what is loaded, unloading (really freeing memory), "
                               "warm-up.\nEviction caps are the settings max_models and max_model_bytes.", (
-    Routine("loaded_models", "", "SETOF pgml.loaded_model", U, "the models this backend has loaded",
+    Routine("loaded_models", "", "SETOF pgml.loaded_model", U,
+            "the models this backend has loaded, then those of the shared runtimes its routes name",
             entry="loaded_models"),
     Routine("unload", "model text, task text DEFAULT NULL", "SETOF pgml.loaded_model", U,
             "unloads a model from this backend; rows of what it freed",

@@ -27,7 +27,7 @@ from .. import __version__
 from ..errors import PgmlError
 from ..settings import Settings, from_rows
 from . import EmbedRequest, RankRequest, TransformRequest
-from .http import Client
+from .http import Client, _error_fields
 
 # Settings that decide what a caller may load, and the limits of one call: sent with every request.
 POLICY = ("hub_downloads", "huggingface_cache", "huggingface_trust_remote_code",
@@ -122,6 +122,17 @@ def read_token(route) -> str | None:
     return token
 
 
+class RayClient(Client):
+    def http_error(self, status: int, body: bytes) -> PgmlError:
+        """The runtime answers its own errors with a SQLSTATE; a 5xx without one comes from Ray Serve's proxy
+        (the replica died or cannot be reached): the runtime failed mid-call."""
+        if status >= 500 and _error_fields(body)[1] is None:
+            error = self.unavailable(f"failed mid-call (HTTP {status}: {_error_fields(body)[0]})")
+            error.status = status
+            return error
+        return super().http_error(status, body)
+
+
 class RayRuntime:
     name = "ray"
 
@@ -135,7 +146,7 @@ class RayRuntime:
     def client(self) -> Client:
         if self._client is None:
             token = read_token(self.route)
-            self._client = Client(self.route, self.route.options["url"],
+            self._client = RayClient(self.route, self.route.options["url"],
                                   headers={"Authorization": f"Bearer {token}"} if token else {},
                                   serve_hint=serve_hint(self.route.options["url"]))
         return self._client
@@ -255,6 +266,21 @@ class RayRuntime:
         answer = self._post("rank", {"model": request.model, "query": request.query, "documents": request.documents,
                                      "build": request.build, "call": request.call, "policy": policy(request.settings)})
         return [(int(i), float(score), text) for i, score, text in answer["ranked"]]
+
+    def state(self) -> dict | None:
+        """What the route's application reports: its loaded models, running and cancelled calls, files
+        received (None: the runtime has not deployed it)."""
+        try:
+            return self.client.post(self._path("state"), {})
+        except PgmlError as exc:
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise
+
+    def loaded(self) -> tuple[list[dict], str]:
+        """pgml.loaded_models' rows of this runtime (as dicts), and its name there."""
+        state = self.state()
+        return (state or {}).get("loaded", []), f"ray {self.client.base_url} {self.app}"
 
     def check(self, route, settings: Settings) -> str:
         """Reachable and authenticated (the control application's health), and the route's model

@@ -15,21 +15,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import math
 import time
 
 import ray
 from ray import serve
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
-from .. import __version__
+from .. import __version__, jsontext
 from ..errors import InvalidParameter, PgmlError
 from ..runtimes.ray import PREFIX, app_name
 from .replica import error_body
 
 MAX_ONGOING = 256          # requests a replica takes at once (they queue per model inside)
 BATCH = {"max_batch_size": 64, "batch_wait_timeout_s": 0.002}
+
+
+def json_response(body, status_code: int = 200) -> Response:
+    """JSON that may hold numpy values (a pipeline's scores), as the backend's answers may."""
+    return Response(json.dumps(body, default=jsontext.default), status_code=status_code, media_type="application/json")
 
 
 def authorized(request: Request, token_sha256: str | None) -> bool:
@@ -40,17 +46,24 @@ def authorized(request: Request, token_sha256: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(digest, token_sha256)
 
 
-def unauthorized() -> JSONResponse:
-    return JSONResponse({"error": {"message": "the runtime refused the call: no valid token",
+def unauthorized() -> Response:
+    return json_response({"error": {"message": "the runtime refused the call: no valid token",
                                    "sqlstate": "28000",
                                    "hint": "The route's token_file must hold the token of the serve command's "
                                            "--token-file."}}, status_code=401)
 
 
-def failure(exc: BaseException, doing: str) -> JSONResponse:
+def failure(exc: BaseException, doing: str) -> Response:
     body = error_body(exc, doing)
     client_side = body["error"]["sqlstate"][:2] in ("22", "42", "0A", "54", "58", "28", "55")
-    return JSONResponse(body, status_code=400 if client_side else 500)
+    return json_response(body, status_code=400 if client_side else 500)
+
+
+def raised(result):
+    """A batch's result for one caller: an exception (its group failed) is raised."""
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def operation(request: Request) -> str:
@@ -84,7 +97,7 @@ class Models:
         if isinstance(request, list):
             return {"need": request}
         if request.canonical in BATCHED:
-            result = await self.transform_batched(request)
+            result = raised(await self.transform_batched(request))
         else:
             from ..runtimes.backend import BACKEND
 
@@ -100,23 +113,20 @@ class Models:
             if op == "stream":
                 return StreamingResponse(self.replica.stream(payload), media_type="application/x-ndjson")
             if op == "state":
-                return JSONResponse(self.replica.state())
+                return json_response(self.replica.state())
             if op == "check":
-                return JSONResponse({"detail": await self.replica.run(payload["model"],
+                return json_response({"detail": await self.replica.run(payload["model"],
                                                                       lambda: self.replica.check(payload))})
             if op == "transform":
                 answer = await self.transform(payload)
                 answer = answer if isinstance(answer, dict) and "need" in answer else {"result": answer}
             elif op == "embed":
-                answer = await self.embed(self.replica.embed_request(payload))
+                answer = raised(await self.embed(self.replica.embed_request(payload)))
             elif op == "rank":
-                answer = await self.rank(self.replica.rank_request(payload))
-                answer = answer if isinstance(answer, BaseException) else {"ranked": answer}
+                answer = {"ranked": raised(await self.rank(self.replica.rank_request(payload)))}
             else:
                 raise InvalidParameter(f"the runtime has no operation {op!r}")
-            if isinstance(answer, BaseException):
-                raise answer
-            return JSONResponse(answer)
+            return json_response(answer)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one error answer with its SQLSTATE
@@ -134,16 +144,16 @@ class Control:
             return unauthorized()
         if request.url.path.startswith(f"{PREFIX}/m/"):
             # a model application that is not deployed (yet): the caller deploys it and calls again
-            return JSONResponse({"error": {"message": f"no application serves {request.url.path}"}},
+            return json_response({"error": {"message": f"no application serves {request.url.path}"}},
                                 status_code=404)
         op = operation(request)
         try:
             payload = await request.json()
             if op == "health":
                 nodes = await asyncio.to_thread(lambda: sum(1 for n in ray.nodes() if n.get("Alive")))
-                return JSONResponse({"version": __version__, "ray": ray.__version__, "nodes": nodes})
+                return json_response({"version": __version__, "ray": ray.__version__, "nodes": nodes})
             if op == "deploy":
-                return JSONResponse({"app": await self.deploy(payload)})
+                return json_response({"app": await self.deploy(payload)})
             raise InvalidParameter(f"the runtime has no operation {op!r}")
         except asyncio.CancelledError:
             raise

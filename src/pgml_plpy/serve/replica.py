@@ -52,6 +52,7 @@ class Parts:
         self.root = root
         self.parts = root / "parts"
         self.parts.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.received = 0  # parts received so far
 
     def add(self, sent: dict) -> None:
         for sha, text in (sent or {}).items():
@@ -63,6 +64,7 @@ class Parts:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, self.parts / sha)
+            self.received += 1
 
     def folder(self, files: list) -> Path | list:
         """The folder of a manifest's files, or the [path, part index] pairs still missing."""
@@ -90,6 +92,7 @@ class Replica:
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.running = 0
         self.cancelled = 0
+        self.largest_batch = 0
         self.announced: set[str] = set()
 
     def settings(self, payload: dict):
@@ -174,6 +177,7 @@ class Replica:
 
         async def one(indexes):
             group = [items[i] for i in indexes]
+            self.largest_batch = max(self.largest_batch, len(group))
             try:
                 answers = await self.run(group[0].model, lambda: run(group))
             except Exception as exc:  # noqa: BLE001 - each caller gets the error
@@ -270,6 +274,7 @@ class Replica:
 
     def state(self) -> dict:
         return {"running": self.running, "cancelled": self.cancelled, "pid": os.getpid(),
+                "largest_batch": self.largest_batch, "parts_received": self.files.received,
                 "loaded": [{"kind": e.kind, "task": e.task, "model": e.model, "device": e.device, "dtype": e.dtype,
                             "bytes": e.bytes, "load_seconds": e.load_seconds, "loaded_at": e.loaded_at,
                             "last_used": e.last_used, "hits": e.hits} for e in MODELS.entries()]}
