@@ -113,7 +113,7 @@ class Models:
             if op == "stream":
                 return StreamingResponse(self.replica.stream(payload), media_type="application/x-ndjson")
             if op == "state":
-                return json_response(self.replica.state())
+                return json_response({**self.replica.state(), "node": ray.get_runtime_context().get_node_id()})
             if op == "check":
                 return json_response({"detail": await self.replica.run(payload["model"],
                                                                       lambda: self.replica.check(payload))})

@@ -1,0 +1,133 @@
+"""Past one machine: the serve command joins a real multi-node Ray cluster built here.
+
+Three `ray start` nodes on this machine (loopback, ports of their own): a head, and two workers
+that carry a custom resource the model replicas ask for (the serve command's
+--replica-resources). A replica lands on the first worker and answers SQL calls; that node is
+killed (every process of it, as a machine that dies), and the calls are answered again once Ray
+Serve has started the replica on the second worker.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from pgtest import one
+from psycopg.types.json import Jsonb
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+from localserve import LocalServe  # noqa: E402
+
+VENV = Path(os.environ.get("PGML_VENV", REPO / ".venv"))
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+# The cluster's own token (Ray's token authentication), shared by its nodes and the serve command.
+RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex(), "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def session_pids(sid: int) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if int(fh.read().rsplit(")", 1)[1].split()[3]) == sid:
+                    found.append(int(pid))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+class Node:
+    """One `ray start` node; its processes share the OS session the command started in."""
+
+    def __init__(self, *args: str):
+        done = subprocess.Popen([str(VENV / "bin" / "python"), "-m", "ray.scripts.scripts", "start", "--node-ip-address", "127.0.0.1",
+                                 "--num-cpus", "1", "--disable-usage-stats", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                env={**os.environ, **RAY_AUTH})
+        self.sid = done.pid
+        output = done.communicate(timeout=300)[0]
+        assert done.returncode == 0, output
+
+    def kill(self) -> None:
+        for pid in session_pids(self.sid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def holds(self, pid: int) -> bool:
+        return pid in session_pids(self.sid)
+
+
+@pytest.fixture
+def nodes():
+    started = []
+
+    def start(*args):
+        started.append(Node(*args))
+        return started[-1]
+
+    yield start
+    for node in started:
+        node.kill()
+    deadline = time.monotonic() + 60
+    while any(session_pids(n.sid) for n in started) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(session_pids(n.sid) for n in started), "Ray processes were left behind"
+
+
+def state(conn):
+    seen = []
+    conn.add_notice_handler(lambda d: seen.append(d.message_primary))
+    conn.execute("SELECT pgml._activate()")
+    conn.execute("DO $$\nimport json\nfrom pgml_plpy.server import _settings\nfrom pgml_plpy.runtimes import "
+                 "runtime_of\nplpy.notice(json.dumps(runtime_of(_settings(plpy).runtimes[0]).state()))\n"
+                 "$$ LANGUAGE plpython3u")
+    import json
+
+    return json.loads(seen[-1])
+
+
+def test_a_replica_on_another_node_is_rescheduled_when_its_node_goes(nodes, conn, dsn):
+    head_port = free_port()
+    nodes("--head", "--port", str(head_port), "--include-dashboard=false")
+    first = nodes("--address", f"127.0.0.1:{head_port}", "--resources", '{"pgml_worker": 1}')
+    serve = LocalServe(VENV, ["--port", str(free_port()), "--address", f"127.0.0.1:{head_port}",
+                              "--replica-resources", '{"pgml_worker": 1}'], env=RAY_AUTH).start()
+    try:
+        assert "joining the Ray cluster" in serve.output()
+        conn.execute("UPDATE pgml.settings SET value = %s WHERE name = 'runtimes'",
+                     (Jsonb([{"model": MINILM, "runtime": "ray", "url": serve.url, "timeout": 120}]),))
+        with psycopg.connect(dsn, autocommit=True) as c:
+            vector = one(c, "SELECT pgml.embed(%s, 'past one machine')", (MINILM,))
+            replica = state(c)["pid"]
+            assert first.holds(replica), "the replica is not on the worker with the resource"
+            second = nodes("--address", f"127.0.0.1:{head_port}", "--resources", '{"pgml_worker": 1}')
+            first.kill()
+            deadline = time.monotonic() + 400
+            while True:
+                try:
+                    again = one(c, "SELECT pgml.embed(%s, 'past one machine')", (MINILM,))
+                    break
+                except psycopg.Error as exc:
+                    assert exc.sqlstate.startswith("08") and time.monotonic() < deadline, (exc.sqlstate, str(exc))
+                    time.sleep(1)
+            assert again == pytest.approx(vector, abs=1e-5)
+            assert second.holds(state(c)["pid"])
+    finally:
+        conn.execute("UPDATE pgml.settings SET value = '[]' WHERE name = 'runtimes'")
+        assert serve.stop() == 0, serve.output()[-3000:]
+        assert serve.wait_gone() == []
