@@ -146,9 +146,10 @@ class RayRuntime:
     def client(self) -> Client:
         if self._client is None:
             token = read_token(self.route)
-            self._client = RayClient(self.route, self.route.options["url"],
-                                  headers={"Authorization": f"Bearer {token}"} if token else {},
-                                  serve_hint=serve_hint(self.route.options["url"]))
+            url = self.route.options["url"]
+            self._client = RayClient(self.route, url, headers={"Authorization": f"Bearer {token}"} if token else {},
+                                     verify=url.startswith("https:"),  # no TLS context to build for http
+                                     serve_hint=serve_hint(url))
         return self._client
 
     def _path(self, op: str) -> str:

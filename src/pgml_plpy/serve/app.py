@@ -30,7 +30,7 @@ from ..runtimes.ray import PREFIX, app_name
 from .replica import error_body
 
 MAX_ONGOING = 256          # requests a replica takes at once (they queue per model inside)
-BATCH = {"max_batch_size": 64, "batch_wait_timeout_s": 0.002}
+BATCH = {"max_batch_size": 64, "batch_wait_timeout_s": 0.01}
 
 
 def json_response(body, status_code: int = 200) -> Response:
@@ -167,7 +167,7 @@ class Control:
         if not (isinstance(replicas, int) and not isinstance(replicas, bool) and replicas > 0 and numbers):
             raise InvalidParameter(f"a deployment needs replicas > 0 and num_cpus, num_gpus >= 0, not {shape}")
         name = app_name(shape)
-        wait = float(shape.get("timeout") or 300)
+        wait = 0.8 * float(shape.get("timeout") or 300)  # answered before the caller gives up
         async with self.lock:
             status = await asyncio.to_thread(lambda: serve.status().applications.get(name))
             if status is None or status.status in ("DEPLOY_FAILED", "UNHEALTHY"):

@@ -133,6 +133,9 @@ def main(argv=None) -> int:
     init = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True,
             "namespace": "pgml_plpy"}
     if local:
+        # Ray starts its workers at nice 15 by default: model replicas answer SQL calls and must not lose
+        # the CPU to everything else on a busy database machine (backends run at nice 0).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         init.update(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)
         if _loopback(opts.host):
             init["_node_ip_address"] = "127.0.0.1"  # Ray's own ports stay on loopback too
