@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 
-from common import REPO, database
+from common import REPO, WORDS, database
 
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -73,6 +73,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--first-calls", type=int, default=3)
     parser.add_argument("--cpus", type=float, default=1, help="num_cpus of the route (the replica's torch threads)")
+    parser.add_argument("--words", type=int, default=0,
+                        help="words per text (default 0: a short text of four words)")
     parser.add_argument("--dsn")
     opts = parser.parse_args()
 
@@ -120,6 +122,11 @@ def main() -> int:
         backend_pids = {k: [c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in pools[k]] for k in pools}
         cpu = {False: [], True: []}  # CPU seconds per call of the backends (+ the runtime's processes)
 
+        def text(i: int, n: int) -> str:
+            if not opts.words:
+                return f"short text {i} {n}"
+            return " ".join(WORDS[(i * 7 + n + j) % len(WORDS)] for j in range(opts.words))
+
         def throughput(routed: bool) -> float:
             mode(routed)
             pids = backend_pids[routed] + (serve._session_pids() if routed else [])
@@ -130,7 +137,7 @@ def main() -> int:
             def client(i, c):
                 start.wait()
                 while not stop.is_set():
-                    c.execute("SELECT pgml.embed(%s, %s)", (MODEL, f"short text {i} {counts[i]}"))
+                    c.execute("SELECT pgml.embed(%s, %s)", (MODEL, text(i, counts[i])))
                     counts[i] += 1
 
             threads = [threading.Thread(target=client, args=(i, c)) for i, c in enumerate(pools[routed])]
@@ -145,10 +152,22 @@ def main() -> int:
             cpu[routed].append((cpu_seconds(pids) - used) / sum(counts))
             return sum(counts) / (time.perf_counter() - began)
 
+        import httpx
+
+        from pgml_plpy.runtimes.ray import PREFIX, app_name, deployment_of
+
+        def batches() -> tuple[int, int]:
+            app = app_name(deployment_of(route[0]))
+            found = httpx.post(f"{serve.url}{PREFIX}/m/{app}/state", json={}, timeout=60).json()
+            return found["batches"], found["batched"]
+
         rates = {False: [], True: []}
+        runs_before, calls_before = batches()
         for _ in range(opts.rounds):
             for routed in (False, True):
                 rates[routed].append(throughput(routed))
+        runs, calls = batches()
+        mean_batch = (calls - calls_before) / max(1, runs - runs_before)
         rate = {k: statistics.median(v) for k, v in rates.items()}
 
         backends = {k: sum(pss_mb(c.execute("SELECT pg_backend_pid()").fetchone()[0]) for c in pools[k])
@@ -160,7 +179,7 @@ def main() -> int:
             c.close()
         mode(False)
 
-    print(f"all-MiniLM-L6-v2; {opts.clients} clients, {opts.rounds} rounds of {opts.seconds:g} s each mode; "
+    print(f"all-MiniLM-L6-v2; {opts.clients} clients, texts of {opts.words or 4} words, {opts.rounds} rounds of {opts.seconds:g} s each mode; "
           f"runtime replica num_cpus {opts.cpus}; backends torch_threads 1; load average before "
           f"{load_before}, after {os.getloadavg()[0]:.1f}")
     for routed, name in ((False, "in-backend"), (True, "routed    ")):
@@ -170,6 +189,7 @@ def main() -> int:
           f"(medians; rounds {[round(r) for r in rates[False]]} / {[round(r) for r in rates[True]]}) "
           f"-> routed / in-backend {rate[True] / rate[False]:.2f}")
     per_call = {k: statistics.median(v) * 1000 for k, v in cpu.items()}
+    print(f"  the runtime ran the routed calls in batches of {mean_batch:.1f} on average")
     print(f"  CPU per call: in-backend {per_call[False]:.1f} ms (the backends), routed {per_call[True]:.1f} ms "
           f"(backends and runtime) -> routed / in-backend {per_call[True] / per_call[False]:.2f}")
     print(f"  total PSS in-backend {total[False]:7.0f} MB ({opts.clients} backends); routed {total[True]:7.0f} MB "

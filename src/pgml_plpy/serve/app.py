@@ -31,6 +31,8 @@ from .replica import error_body
 
 MAX_ONGOING = 256          # requests a replica takes at once (they queue per model inside)
 BATCH = {"max_batch_size": 64, "batch_wait_timeout_s": 0.01}
+# Serve's own logs: warnings only, and no access log line per request (a measurable cost per call).
+LOGGING = {"log_level": "WARNING", "enable_access_log": False}
 
 
 def json_response(body, status_code: int = 200) -> Response:
@@ -93,7 +95,7 @@ class Models:
     async def transform(self, payload: dict):
         from .replica import BATCHED
 
-        request = self.replica.transform_request(payload)
+        request = await self.replica.prepared(payload)
         if isinstance(request, list):
             return {"need": request}
         if request.canonical in BATCHED:
@@ -179,7 +181,7 @@ class Control:
                 app = Models.options(num_replicas=replicas, ray_actor_options=options).bind(
                     {**self.config, "torch_threads": max(1, math.ceil(cpus))})
                 await asyncio.to_thread(lambda: serve.run(app, name=name, route_prefix=f"{PREFIX}/m/{name}",
-                                                          blocking=False))
+                                                          blocking=False, logging_config=LOGGING))
             deadline = time.monotonic() + wait
             while True:
                 status = await asyncio.to_thread(lambda: serve.status().applications.get(name))

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     from ray.serve.config import ProxyLocation
 
     from ..runtimes.ray import PREFIX
-    from .app import Control
+    from .app import LOGGING, Control
 
     stop = threading.Event()
     address = opts.address or os.environ.get("RAY_ADDRESS") or None
@@ -150,14 +150,12 @@ def main(argv=None) -> int:
         http = {"host": opts.host, "port": opts.port}
         if opts.tls_cert:
             http.update(ssl_certfile=opts.tls_cert, ssl_keyfile=opts.tls_key)
-        serve.start(http_options=http, proxy_location=ProxyLocation.HeadOnly,
-                    logging_config={"log_level": "WARNING"})
+        serve.start(http_options=http, proxy_location=ProxyLocation.HeadOnly, logging_config=LOGGING)
         config = {"token_sha256": token_sha256, "max_models": opts.max_models,
                   "max_model_bytes": opts.max_model_bytes, "models_cache": opts.models_cache,
                   "replica_resources": opts.replica_resources}
         say(f"deploying the control application at {PREFIX}")
-        serve.run(Control.bind(config), name="pgml", route_prefix=PREFIX,
-                  logging_config={"log_level": "WARNING"})
+        serve.run(Control.bind(config), name="pgml", route_prefix=PREFIX, logging_config=LOGGING)
         session = ray._private.worker.global_worker.node.get_session_dir_path()
         say(f"Ray session {session}")
         say(f"ready at {scheme}://{opts.host}:{opts.port} (routes: {{\"runtime\": \"ray\", \"url\": "

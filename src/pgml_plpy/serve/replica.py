@@ -93,6 +93,7 @@ class Replica:
         self.running = 0
         self.cancelled = 0
         self.largest_batch = 0
+        self.batches = self.batched = 0  # runs of grouped calls, and the calls they served
         self.announced: set[str] = set()
 
     def settings(self, payload: dict):
@@ -137,6 +138,12 @@ class Replica:
 
     # ------------------------------------------------------------------------------- requests
 
+    async def prepared(self, payload: dict) -> TransformRequest | list:
+        """transform_request, in a worker thread when the call brings a tuned model's files to write."""
+        if payload.get("deployed") is not None:
+            return await asyncio.to_thread(self.transform_request, payload)
+        return self.transform_request(payload)
+
     def transform_request(self, payload: dict) -> TransformRequest | list:
         """The request (its tuned model's files in place), or the file parts this replica still needs."""
         settings = self.settings(payload)
@@ -178,6 +185,7 @@ class Replica:
         async def one(indexes):
             group = [items[i] for i in indexes]
             self.largest_batch = max(self.largest_batch, len(group))
+            self.batches, self.batched = self.batches + 1, self.batched + len(group)
             try:
                 answers = await self.run(group[0].model, lambda: run(group))
             except Exception as exc:  # noqa: BLE001 - each caller gets the error
@@ -238,7 +246,7 @@ class Replica:
         generated, or {"error": {...}} (before the first piece or mid-stream)."""
         end = object()
         try:
-            request = self.transform_request(payload)
+            request = await self.prepared(payload)
             if isinstance(request, list):
                 yield json.dumps({"need": request}) + "\n"
                 return
@@ -274,7 +282,8 @@ class Replica:
 
     def state(self) -> dict:
         return {"running": self.running, "cancelled": self.cancelled, "pid": os.getpid(),
-                "largest_batch": self.largest_batch, "parts_received": self.files.received,
+                "largest_batch": self.largest_batch, "batches": self.batches, "batched": self.batched,
+                "parts_received": self.files.received,
                 "loaded": [{"kind": e.kind, "task": e.task, "model": e.model, "device": e.device, "dtype": e.dtype,
                             "bytes": e.bytes, "load_seconds": e.load_seconds, "loaded_at": e.loaded_at,
                             "last_used": e.last_used, "hits": e.hits} for e in MODELS.entries()]}
