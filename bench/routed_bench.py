@@ -53,6 +53,14 @@ def cpu_seconds(pids) -> float:
     return total
 
 
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(bytes(1), b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,10 +135,20 @@ def main() -> int:
                 return f"short text {i} {n}"
             return " ".join(WORDS[(i * 7 + n + j) % len(WORDS)] for j in range(opts.words))
 
+        def parts(routed: bool) -> dict[str, list[int]]:
+            """The processes whose CPU time is counted, by part."""
+            found = {"backends": backend_pids[routed]}
+            for pid in serve._session_pids() if routed else []:
+                name = cmdline(pid)
+                part = ("runtime: proxy" if "ProxyActor" in name else
+                        "runtime: model replica" if ":Models" in name else "runtime: the rest of Ray")
+                found.setdefault(part, []).append(pid)
+            return found
+
         def throughput(routed: bool) -> float:
             mode(routed)
-            pids = backend_pids[routed] + (serve._session_pids() if routed else [])
-            used = cpu_seconds(pids)
+            counted = parts(routed)
+            used = {part: cpu_seconds(pids) for part, pids in counted.items()}
             counts, stop = [0] * opts.clients, threading.Event()
             start = threading.Barrier(opts.clients + 1)
 
@@ -149,7 +167,7 @@ def main() -> int:
             stop.set()
             for t in threads:
                 t.join()
-            cpu[routed].append((cpu_seconds(pids) - used) / sum(counts))
+            cpu[routed].append({part: (cpu_seconds(pids) - used[part]) / sum(counts) for part, pids in counted.items()})
             return sum(counts) / (time.perf_counter() - began)
 
         import httpx
@@ -188,10 +206,12 @@ def main() -> int:
     print(f"  throughput in-backend {rate[False]:7.1f} calls/s, routed {rate[True]:7.1f} calls/s "
           f"(medians; rounds {[round(r) for r in rates[False]]} / {[round(r) for r in rates[True]]}) "
           f"-> routed / in-backend {rate[True] / rate[False]:.2f}")
-    per_call = {k: statistics.median(v) * 1000 for k, v in cpu.items()}
+    per_call = {k: {part: statistics.median(r[part] for r in v) * 1000 for part in v[0]} for k, v in cpu.items()}
+    total_cpu = {k: sum(v.values()) for k, v in per_call.items()}
     print(f"  the runtime ran the routed calls in batches of {mean_batch:.1f} on average")
-    print(f"  CPU per call: in-backend {per_call[False]:.1f} ms (the backends), routed {per_call[True]:.1f} ms "
-          f"(backends and runtime) -> routed / in-backend {per_call[True] / per_call[False]:.2f}")
+    print(f"  CPU per call: in-backend {total_cpu[False]:.1f} ms (the backends), routed {total_cpu[True]:.1f} ms "
+          f"({', '.join(f'{part} {ms:.1f}' for part, ms in per_call[True].items())}) "
+          f"-> routed / in-backend {total_cpu[True] / total_cpu[False]:.2f}")
     print(f"  total PSS in-backend {total[False]:7.0f} MB ({opts.clients} backends); routed {total[True]:7.0f} MB "
           f"({opts.clients} backends {backends[True]:.0f} MB + runtime {runtime_pss:.0f} MB) "
           f"-> routed / in-backend {total[True] / total[False]:.2f}")
