@@ -401,8 +401,9 @@ def test_only_superusers_change_the_routes(admin, db):
     admin.execute("CREATE ROLE pgml_ray_admin LOGIN IN ROLE pgml_admin")
     try:
         with psycopg.connect(db.dsn, user="pgml_ray_admin", autocommit=True) as c:
-            err = sql_error(c, "UPDATE pgml.settings SET value = '[]' WHERE name = 'runtimes'")
-            assert err.sqlstate == "42501"
+            err = sql_error(c, "UPDATE pgml.settings SET value = %s WHERE name = 'runtimes'",
+                            (Jsonb([{"model": "*", "runtime": "ray", "url": "http://127.0.0.1:1"}]),))
+            assert err.sqlstate == "42501" and "superuser" in err.diag.message_primary
     finally:
         admin.execute("DROP ROLE pgml_ray_admin")
 

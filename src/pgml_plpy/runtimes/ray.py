@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from .. import __version__
 from ..errors import PgmlError
 from ..settings import Settings, from_rows
-from . import EmbedRequest, RankRequest, TransformRequest
+from . import EmbedRequest, RankRequest, TransformRequest, routes
 from .http import Client, _error_fields
 
 # Settings that decide what a caller may load, and the limits of one call: sent with every request.
@@ -42,19 +42,19 @@ PREFIX = "/pgml"             # the control application; model applications live 
 
 
 def policy(settings: Settings) -> dict:
-    """What the runtime must enforce for this caller: the POLICY settings and whether the caller is
-    an administrator (who may load any local folder)."""
-    return {**{name: getattr(settings, name) for name in POLICY}, "admin": settings.admin}
+    """What the runtime must enforce for this caller: the POLICY settings and whether the caller is a
+    superuser (who may load any local folder)."""
+    return {**{name: getattr(settings, name) for name in POLICY}, "superuser": settings.superuser}
 
 
 def settings_of(value: dict, **own) -> Settings:
     """The runtime's Settings for a request: the caller's policy (each value checked as pgml.settings
     checks it) and the runtime's own values (own: torch_threads, max_models, models_cache, ...)."""
-    if not isinstance(value, dict) or set(value) != set(POLICY) | {"admin"}:
+    if not isinstance(value, dict) or set(value) != set(POLICY) | {"superuser"}:
         raise PgmlError("the request's policy does not have the fields of this runtime's version", sqlstate="08P01",
                         hint="Run the same pgml_plpy release in the database's venv and the runtime's.")
-    found = from_rows(((name, json.dumps(value[name])) for name in POLICY), admin=value["admin"] is True)
-    return Settings(**{**{name: getattr(found, name) for name in POLICY}, "admin": found.admin, **own})
+    found = from_rows(((name, json.dumps(value[name])) for name in POLICY), superuser=value["superuser"] is True)
+    return Settings(**{**{name: getattr(found, name) for name in POLICY}, "superuser": found.superuser, **own})
 
 
 def deployment_of(options: dict) -> dict:
@@ -82,10 +82,6 @@ def unpack_array(value: dict):
     import numpy as np
 
     return np.frombuffer(base64.b64decode(value["data"]), dtype="<f4").reshape(value["shape"])
-
-
-def is_glob(model: str) -> bool:
-    return any(c in model for c in "*?[")
 
 
 # --------------------------------------------------------------------------------------- the client
@@ -181,16 +177,14 @@ class RayRuntime:
                                                             "task": found.task}}
         return payload, found
 
-    @staticmethod
-    def _parts(found, need: list, files: list) -> dict:
+    def _parts(self, found, need: list, files: list) -> dict:
         """The parts the runtime asked for ([path, part index] each), read from pgml.files and checked,
         up to PART_BYTES per request (the runtime asks again for the rest)."""
         known = {path: parts for path, parts, _ in files}
         sent, size = {}, 0
         for path, index in need:
             if path not in known or not isinstance(index, int) or not 0 <= index < len(known[path]):
-                raise PgmlError(f"the runtime asked for a part that model does not have: {path} part {index}",
-                                sqlstate="08P01")
+                raise self.client.malformed(f"a request for a part the model does not have: {path} part {index}")
             data = found.read(path, index)
             sent[known[path][index]] = base64.b64encode(data).decode()
             size += len(data)
@@ -206,8 +200,8 @@ class RayRuntime:
             if not (isinstance(answer, dict) and "need" in answer):
                 return answer
             payload = {**payload, "parts": self._parts(found, answer["need"], files)}
-        raise PgmlError(f"the runtime at {self.client.base_url} kept asking for the files of {payload['model']}",
-                        sqlstate="08P01", hint="Check the runtime's models cache (its disk) and its log.")
+        raise self.client.malformed(f"requests for the files of {payload['model']} again and again (check the "
+                                    "runtime's models cache, its disk and its log)")
 
     def transform(self, request: TransformRequest):
         payload, found = self._transform_payload(request)
@@ -292,7 +286,7 @@ class RayRuntime:
         if health.get("version") != __version__:
             raise PgmlError(f"{found}, but this database's pgml_plpy is {__version__}", sqlstate="55000",
                             hint="Run the same pgml_plpy release in the database's venv and the runtime's.")
-        if is_glob(route.model):
+        if routes.is_glob(route.model):
             return f"{found}; models matching {route.model} load on first use"
         answer = self._post("check", {"model": route.model, "task": route.task, "policy": policy(settings)})
         return f"{found}; {answer['detail']}"
