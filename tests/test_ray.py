@@ -435,7 +435,11 @@ def test_tuned_models_are_served_by_project_name(admin, connect, routes, runtime
     admin.execute("INSERT INTO ray_corpus SELECT unnest(%s::text[])", (tm.ENGLISH_CORPUS,))
     quick = {"training_args": {"max_steps": 2, "learning_rate": 1e-9}, "max_seq_length": 32}
     assert tune(admin, "ray_writer", "ray_corpus", models["gpt2-plain"], quick)[0] == "successful"
-    assert tune(admin, "ray_writer", "ray_corpus", models["gpt2-chat"], quick)[0] == "successful"  # another base
+    admin.execute("DROP TABLE IF EXISTS ray_zebras")
+    admin.execute("CREATE TABLE ray_zebras AS SELECT 'The cat ate the zebra food quickly.'::text AS body "
+                  "FROM generate_series(1, 64)")
+    zebras = {"training_args": {"max_steps": 12, "learning_rate": 5e-3}, "max_seq_length": 16}
+    assert tune(admin, "ray_writer", "ray_zebras", models["gpt2-plain"], zebras)[0] == "successful"
     lora = {"training_args": {"max_steps": 2}, "lora_config": {"r": 4}, "max_seq_length": 32}
     assert tune(admin, "ray_lora", "ray_corpus", models["gpt2-plain"], lora) == ("successful", True)
     ids = [r[0] for r in admin.execute("SELECT m.id FROM pgml.models m JOIN pgml.projects p ON p.id = m.project_id "
@@ -456,7 +460,7 @@ def test_tuned_models_are_served_by_project_name(admin, connect, routes, runtime
     routes([ray_route(runtime, secrets, model="ray_*")])
     for model_id in ids:
         admin.execute("SELECT * FROM pgml.deploy(%s)", (model_id,))
-        received = state(admin)["parts_received"]
+        received = (state(admin) or {"parts_received": 0})["parts_received"]  # None: not deployed yet
         in_backend, routed, c = both("ray_writer")
         assert routed == in_backend  # the new deploy is served on the next call
         outputs.append(routed)
@@ -470,6 +474,7 @@ def test_tuned_models_are_served_by_project_name(admin, connect, routes, runtime
     in_backend, routed, _ = both("ray_lora")
     assert routed == in_backend
     admin.execute("DELETE FROM pgml.projects WHERE name IN ('ray_writer', 'ray_lora')")
+    admin.execute("DROP TABLE ray_corpus, ray_zebras")
 
 
 # ------------------------------------------------------------------------------------ the command

@@ -1,10 +1,10 @@
 """Past one machine: the serve command joins a real multi-node Ray cluster built here.
 
-Three `ray start` nodes on this machine (loopback, ports of their own): a head, and two workers
-that carry a custom resource the model replicas ask for (the serve command's
---replica-resources). A replica lands on the first worker and answers SQL calls; that node is
-killed (every process of it, as a machine that dies), and the calls are answered again once Ray
-Serve has started the replica on the second worker.
+Three `ray start` nodes on this machine (loopback, ports of their own): a head without the
+custom resource the model replicas ask for (the serve command's --replica-resources), and two
+workers with it. The replica lands on a worker and answers SQL calls; that node is killed (every
+process of it, as a machine that dies), and the calls are answered again once Ray Serve has
+started the replica on the other worker.
 """
 
 import os
@@ -27,8 +27,11 @@ from localserve import LocalServe  # noqa: E402
 
 VENV = Path(os.environ.get("PGML_VENV", REPO / ".venv"))
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-# The cluster's own token (Ray's token authentication), shared by its nodes and the serve command.
-RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex(), "RAY_USAGE_STATS_ENABLED": "0"}
+# The cluster's own token (Ray's token authentication), shared by its nodes and the serve command, and
+# health checks that find a dead node within seconds (Ray's defaults take about half a minute).
+RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex(), "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "3000",
+           "RAY_health_check_failure_threshold": "5"}
 
 
 def free_port() -> int:
@@ -53,13 +56,17 @@ class Node:
     """One `ray start` node; its processes share the OS session the command started in."""
 
     def __init__(self, *args: str):
-        done = subprocess.Popen([str(VENV / "bin" / "python"), "-m", "ray.scripts.scripts", "start", "--node-ip-address", "127.0.0.1",
-                                 "--num-cpus", "1", "--disable-usage-stats", *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                env={**os.environ, **RAY_AUTH})
-        self.sid = done.pid
-        output = done.communicate(timeout=300)[0]
-        assert done.returncode == 0, output
+        self.command = subprocess.Popen([str(VENV / "bin" / "python"), "-m", "ray.scripts.scripts", "start",
+                                         "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats",
+                                         *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True, env={**os.environ, **RAY_ENV})
+        self.sid = self.command.pid
+
+    def started(self) -> "Node":
+        """The node, once `ray start` has finished (it exits when the node runs)."""
+        output = self.command.communicate(timeout=300)[0]
+        assert self.command.returncode == 0, output
+        return self
 
     def kill(self) -> None:
         for pid in session_pids(self.sid):
@@ -81,10 +88,10 @@ def nodes():
         return started[-1]
 
     yield start
-    for node in started:
-        node.kill()
     deadline = time.monotonic() + 60
     while any(session_pids(n.sid) for n in started) and time.monotonic() < deadline:
+        for node in started:  # again until none is left: a node still starting may start more processes
+            node.kill()
         time.sleep(0.5)
     assert not any(session_pids(n.sid) for n in started), "Ray processes were left behind"
 
@@ -103,10 +110,11 @@ def state(conn):
 
 def test_a_replica_on_another_node_is_rescheduled_when_its_node_goes(nodes, conn, dsn):
     head_port = free_port()
-    nodes("--head", "--port", str(head_port), "--include-dashboard=false")
-    first = nodes("--address", f"127.0.0.1:{head_port}", "--resources", '{"pgml_worker": 1}')
+    nodes("--head", "--port", str(head_port), "--include-dashboard=false").started()
+    workers = [nodes("--address", f"127.0.0.1:{head_port}", "--resources", '{"pgml_worker": 1}').started()
+               for _ in range(2)]  # one after the other: a busy GCS lets concurrent joins time out
     serve = LocalServe(VENV, ["--port", str(free_port()), "--address", f"127.0.0.1:{head_port}",
-                              "--replica-resources", '{"pgml_worker": 1}'], env=RAY_AUTH).start()
+                              "--replica-resources", '{"pgml_worker": 1}'], env=RAY_ENV).start()
     try:
         assert "joining the Ray cluster" in serve.output()
         conn.execute("UPDATE pgml.settings SET value = %s WHERE name = 'runtimes'",
@@ -114,9 +122,10 @@ def test_a_replica_on_another_node_is_rescheduled_when_its_node_goes(nodes, conn
         with psycopg.connect(dsn, autocommit=True) as c:
             vector = one(c, "SELECT pgml.embed(%s, 'past one machine')", (MINILM,))
             replica = state(c)["pid"]
-            assert first.holds(replica), "the replica is not on the worker with the resource"
-            second = nodes("--address", f"127.0.0.1:{head_port}", "--resources", '{"pgml_worker": 1}')
-            first.kill()
+            holder = [w for w in workers if w.holds(replica)]
+            assert len(holder) == 1, "the replica is not on a worker with the resource (the head has none)"
+            other = workers[1 - workers.index(holder[0])]
+            holder[0].kill()
             deadline = time.monotonic() + 400
             while True:
                 try:
@@ -126,7 +135,7 @@ def test_a_replica_on_another_node_is_rescheduled_when_its_node_goes(nodes, conn
                     assert exc.sqlstate.startswith("08") and time.monotonic() < deadline, (exc.sqlstate, str(exc))
                     time.sleep(1)
             assert again == pytest.approx(vector, abs=1e-5)
-            assert second.holds(state(c)["pid"])
+            assert other.holds(state(c)["pid"])
     finally:
         conn.execute("UPDATE pgml.settings SET value = '[]' WHERE name = 'runtimes'")
         assert serve.stop() == 0, serve.output()[-3000:]
