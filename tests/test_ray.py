@@ -410,7 +410,7 @@ def test_only_superusers_change_the_routes(admin, db):
 
 def test_validate_checks_each_ray_route(admin, routes, runtime, secrets):
     routes([ray_route(runtime, secrets, model=MINILM, task="embedding"), ray_route(runtime, secrets),
-            ray_route(runtime, secrets, token_file=secrets["wrong"])])
+            ray_route(runtime, secrets, token_file=secrets["wrong"]), ray_route(runtime, secrets, model="a_project")])
     report = {item: (ok, detail) for item, ok, detail in admin.execute("SELECT * FROM pgml.validate()")}
     ok, detail = report[f"route 0: {MINILM} -> ray"]
     assert ok and "384 dimensions" in detail and runtime.url in detail, detail
@@ -418,6 +418,8 @@ def test_validate_checks_each_ray_route(admin, routes, runtime, secrets):
     assert ok and "load on first use" in detail
     ok, detail = report["route 2: * -> ray"]
     assert not ok and "token" in detail
+    ok, detail = report["route 3: a_project -> ray"]
+    assert ok and "fine for a project name" in detail, detail
 
 
 # ---------------------------------------------------------------------------------- tuned models

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import interrupts
 from ..cache import MODELS
-from ..errors import InvalidParameter, PgmlError, to_pgml_error
+from ..errors import InvalidParameter, ModelNotFound, PgmlError, to_pgml_error
 from ..runtimes import Deployed, EmbedRequest, RankRequest, TransformRequest
 from ..runtimes.backend import BACKEND, load_task
 from ..runtimes.ray import pack_array, settings_of
@@ -277,7 +277,10 @@ class Replica:
         if task is not None:
             loaded = load_task(tasks.lookup(task)[0], model, {}, settings)
             return f"{model} loaded for {task} on {loaded.device or 'its device map'}"
-        source = resolve(model, {}, settings)
+        try:
+            source = resolve(model, {}, settings)
+        except ModelNotFound as exc:  # a project name: its files come from the database with each call
+            return f"{model} is not on the runtime's machine ({exc.message}); fine for a project name"
         return f"{model} found ({'folder' if source.is_local else 'hub id'} {source.name})"
 
     def state(self) -> dict:
