@@ -231,6 +231,26 @@ def test_restore_refuses_a_damaged_part(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing half-written is left
 
 
+def test_read_part_for_the_shared_runtime(tmp_path):
+    """One part as the shared runtime asks for it: checked, or one clear error; the runtime's folder is
+    built from the parts it holds and checked like a restored one."""
+    fake, manifest = files_db({"model.safetensors": [b"abc"]})
+    fake.on("AND part = $3", lambda params: [{"sha256": hashlib.sha256(b"abc").hexdigest(), "data": b"abc"}]
+            if params[2] == 0 else [])
+    assert stored.read_part(fake, 9, "model.safetensors", 0) == b"abc"
+    with pytest.raises(errors.ModelNotFound, match="has no part 1 of model.safetensors"):
+        stored.read_part(fake, 9, "model.safetensors", 1)
+    fake.on("AND part = $3", [{"sha256": hashlib.sha256(b"abc").hexdigest(), "data": b"abX"}])
+    with pytest.raises(errors.DataCorrupted, match="part 0 of model.safetensors does not match"):
+        stored.read_part(fake, 9, "model.safetensors", 0)
+    folder = stored.materialize(manifest, tmp_path, lambda path, fh: fh.write(b"abc"))
+    assert stored.restored(manifest, tmp_path) == folder and (folder / "model.safetensors").read_bytes() == b"abc"
+    (tmp_path / "other").mkdir()
+    with pytest.raises(errors.IoError, match="did not restore intact"):
+        stored.materialize(manifest, tmp_path / "other", lambda path, fh: fh.write(b"abX"))
+    assert list((tmp_path / "other").iterdir()) == []  # nothing half-written is left
+
+
 def test_serving_a_project(tmp_path, monkeypatch):
     key = b"k" * 32
     monkeypatch.setattr(signing, "load_key", lambda: key)

@@ -24,10 +24,10 @@ import stat
 from urllib.parse import urlsplit
 
 from .. import __version__
-from ..errors import PgmlError
+from ..errors import InvalidAuthorizationSpecification, ObjectNotInPrerequisiteState, PgmlError
 from ..settings import Settings, from_rows
 from . import EmbedRequest, RankRequest, TransformRequest, routes
-from .http import Client, _error_fields
+from .http import Client, RuntimeProtocolViolation, _error_fields
 
 # Settings that decide what a caller may load, and the limits of one call: sent with every request.
 POLICY = ("hub_downloads", "huggingface_cache", "huggingface_trust_remote_code",
@@ -51,8 +51,9 @@ def settings_of(value: dict, **own) -> Settings:
     """The runtime's Settings for a request: the caller's policy (each value checked as pgml.settings
     checks it) and the runtime's own values (own: torch_threads, max_models, models_cache, ...)."""
     if not isinstance(value, dict) or set(value) != set(POLICY) | {"superuser"}:
-        raise PgmlError("the request's policy does not have the fields of this runtime's version", sqlstate="08P01",
-                        hint="Run the same pgml_plpy release in the database's venv and the runtime's.")
+        raise RuntimeProtocolViolation("the request's policy does not have the fields of this runtime's version",
+                                       hint="Run the same pgml_plpy release in the database's venv and the "
+                                            "runtime's.")
     found = from_rows(((name, json.dumps(value[name])) for name in POLICY), superuser=value["superuser"] is True)
     return Settings(**{**{name: getattr(found, name) for name in POLICY}, "superuser": found.superuser, **own})
 
@@ -107,14 +108,16 @@ def read_token(route) -> str | None:
         with open(path, encoding="utf-8") as fh:
             token = fh.read().strip()
     except OSError as exc:
-        raise PgmlError(f"{where} cannot be read by the database server's OS user: {exc.strerror}",
-                        sqlstate="28000", hint="Put the runtime's token there, owned by the server's OS user "
-                                               "(chmod 600, or 640 with a group the runtime's user is in).") from None
+        raise InvalidAuthorizationSpecification(
+            f"{where} cannot be read by the database server's OS user: {exc.strerror}",
+            hint="Put the runtime's token there, owned by the server's OS user (chmod 600, or 640 with a group "
+                 "the runtime's user is in).") from None
     if mode & stat.S_IRWXO:
-        raise PgmlError(f"{where} can be read by every OS user", sqlstate="28000",
-                        hint=f"chmod o-rwx {path}: only the server's OS user and the runtime may read the token.")
+        raise InvalidAuthorizationSpecification(
+            f"{where} can be read by every OS user",
+            hint=f"chmod o-rwx {path}: only the server's OS user and the runtime may read the token.")
     if not token:
-        raise PgmlError(f"{where} is empty", sqlstate="28000", hint="Write the runtime's token into it.")
+        raise InvalidAuthorizationSpecification(f"{where} is empty", hint="Write the runtime's token into it.")
     return token
 
 
@@ -284,8 +287,8 @@ class RayRuntime:
         found = (f"{self.client.base_url}: pgml_plpy {health.get('version')} on Ray {health.get('ray')}, "
                  f"{health.get('nodes')} node(s)")
         if health.get("version") != __version__:
-            raise PgmlError(f"{found}, but this database's pgml_plpy is {__version__}", sqlstate="55000",
-                            hint="Run the same pgml_plpy release in the database's venv and the runtime's.")
+            raise ObjectNotInPrerequisiteState(f"{found}, but this database's pgml_plpy is {__version__}",
+                                               hint="Run the same pgml_plpy release in the database's venv and the runtime's.")
         if routes.is_glob(route.model):
             return f"{found}; models matching {route.model} load on first use"
         answer = self._post("check", {"model": route.model, "task": route.task, "policy": policy(settings)})

@@ -25,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from .. import __version__, jsontext
-from ..errors import InvalidParameter, PgmlError
+from ..errors import InvalidParameter
+from ..runtimes.http import RuntimeUnavailable
 from ..runtimes.ray import PREFIX, app_name
 from .replica import error_body
 
@@ -188,11 +189,11 @@ class Control:
                 if status is not None and status.status == "RUNNING":
                     return name
                 if status is not None and status.status == "DEPLOY_FAILED":
-                    raise PgmlError(f"the runtime could not deploy {name}: {status.message}", sqlstate="08006")
+                    raise RuntimeUnavailable(f"the runtime could not deploy {name}: {status.message}")
                 if time.monotonic() > deadline:
                     message = status.message if status is not None else "no status"
-                    raise PgmlError(f"the runtime's {name} did not start within {wait:g} s: {message}",
-                                    sqlstate="08006",
-                                    hint="Its replicas may ask for more CPUs, GPUs or resources than the Ray "
-                                         "cluster has: check the route's replicas, num_cpus and num_gpus.")
+                    raise RuntimeUnavailable(
+                        f"the runtime's {name} did not start within {wait:g} s: {message}",
+                        hint="Its replicas may ask for more CPUs, GPUs or resources than the Ray cluster has: "
+                             "check the route's replicas, num_cpus and num_gpus.")
                 await asyncio.sleep(0.2)

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from .. import interrupts
 from ..cache import MODELS
-from ..errors import InvalidParameter, ModelNotFound, PgmlError, to_pgml_error
+from ..errors import InvalidParameter, ModelNotFound, to_pgml_error
 from ..runtimes import Deployed, EmbedRequest, RankRequest, TransformRequest
 from ..runtimes.backend import BACKEND, load_task
+from ..runtimes.http import RuntimeProtocolViolation
 from ..runtimes.ray import pack_array, settings_of
 from ..settings import Settings
 from ..tuning.registry import files as stored
@@ -58,8 +59,7 @@ class Parts:
         for sha, text in (sent or {}).items():
             data = base64.b64decode(text)
             if hashlib.sha256(data).hexdigest() != sha:
-                raise PgmlError(f"a part of a tuned model arrived damaged (it does not hash to {sha})",
-                                sqlstate="08P01")
+                raise RuntimeProtocolViolation(f"a part of a tuned model arrived damaged (it does not hash to {sha})")
             fd, tmp = tempfile.mkstemp(dir=self.parts, prefix=".")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -76,8 +76,12 @@ class Parts:
         if need:
             return need
         shas = {path: shas for path, shas, _ in files}
-        folder = stored.materialize(files, self.root, lambda path, index: (self.parts / shas[path][index])
-                                      .read_bytes())
+
+        def write(path: str, fh) -> None:
+            for sha in shas[path]:
+                fh.write((self.parts / sha).read_bytes())
+
+        folder = stored.materialize(files, self.root, write)
         for sha in {sha for _, parts, _ in files for sha in parts}:
             (self.parts / sha).unlink(missing_ok=True)
         return folder

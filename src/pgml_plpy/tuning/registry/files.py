@@ -115,8 +115,13 @@ def read_part(db, model_id: int, path: str, part: int) -> bytes:
     if not rows:
         raise ModelNotFound(f"pgml.files of model {model_id} has no part {part} of {path}",
                             hint="The model was deleted meanwhile: call again to use the deployed one.")
-    data = bytes(rows[0]["data"])
-    if hashlib.sha256(data).hexdigest() != rows[0]["sha256"]:
+    return _checked(model_id, path, part, rows[0])
+
+
+def _checked(model_id: int, path: str, part: int, row) -> bytes:
+    """The data of a pgml.files row, once it hashes to the row's SHA-256."""
+    data = bytes(row["data"])
+    if hashlib.sha256(data).hexdigest() != row["sha256"]:
         raise DataCorrupted(f"pgml.files of model {model_id}: part {part} of {path} does not match its SHA-256",
                             hint="The stored model is damaged: deploy another model, or tune again.")
     return data
@@ -133,11 +138,11 @@ def restored(files: list[list], root: Path) -> Path | None:
     return folder if _valid(folder, files) else None
 
 
-def materialize(files: list[list], root: Path, read) -> Path:
-    """The folder under root holding exactly the manifest's files (already trusted), built with
-    read(path, part index) -> bytes unless a valid copy is there. Every file is checked against its part
-    checksums before the folder is used: the backend reads the parts from pgml.files, the shared runtime
-    from the parts a backend sent it."""
+def materialize(files: list[list], root: Path, write) -> Path:
+    """The folder under root holding exactly the manifest's files (already trusted), each written by
+    write(path, fh) unless a valid copy is there: the backend streams the parts from pgml.files, the
+    shared runtime copies the parts a backend sent it. Every file is checked against its part checksums
+    before the folder is used."""
     for path, _, _ in files:
         check_path(path)
     key = files_key(files)
@@ -146,12 +151,11 @@ def materialize(files: list[list], root: Path, read) -> Path:
         return folder
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
-        for path, parts, _ in files:
+        for path, _, _ in files:
             target = tmp / path
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as fh:
-                for index in range(len(parts)):
-                    fh.write(read(path, index))
+                write(path, fh)
         (tmp / MANIFEST).write_text(json.dumps(files))
         if not _valid(tmp, files):
             raise IoError(f"the files of {key} did not restore intact into {tmp}")
@@ -170,4 +174,10 @@ def materialize(files: list[list], root: Path, read) -> Path:
 def restore(db, model_id: int, files: list[list], settings: Settings) -> Path:
     """The files (a manifest() of model_id, already trusted) in a local folder; fetched from pgml.files
     unless a valid copy is there."""
-    return materialize(files, cache_root(settings), lambda path, part: read_part(db, model_id, path, part))
+    def write(path: str, fh) -> None:
+        with db.cursor("SELECT part, sha256, data FROM pgml.files WHERE model_id = $1 AND path = $2 ORDER BY part",
+                       [model_id, path], ["int8", "text"]) as parts:
+            while rows := parts.fetch(1):
+                fh.write(_checked(model_id, path, rows[0]["part"], rows[0]))
+
+    return materialize(files, cache_root(settings), write)
