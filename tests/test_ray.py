@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import tiny_models as tm
-from pgtest import long_gpt2_folder, one, sql_error, task
+from pgtest import eventually, long_gpt2_folder, one, sql_error, task
 from psycopg.types.json import Jsonb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -294,10 +294,7 @@ def test_stream_pieces_arrive_as_generated_and_closing_stops_the_work(connect, r
         assert len(c.execute("FETCH 2 FROM s").fetchall()) == 2
         assert state(connect())["running"] >= 1  # still generating: the first rows came before the end
         c.execute("CLOSE s")
-    deadline = time.monotonic() + 60
-    while state(c)["running"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert state(c)["running"] == 0
+    eventually(lambda: state(c)["running"] == 0, 60, 0.1, "the closed stream's generation stopping")
 
 
 @pytest.mark.parametrize("how", ["statement_timeout", "pg_cancel_backend"])
@@ -311,16 +308,11 @@ def test_a_cancel_stops_the_work_in_the_runtime(how, connect, routed, models):
     else:
         pid = one(c, "SELECT pg_backend_pid()")
         threading.Timer(2, lambda: watcher.execute("SELECT pg_cancel_backend(%s)", (pid,))).start()
-    started = time.monotonic()
     err = sql_error(c, "SELECT pgml.transform(%s, %s, ARRAY['The cat'])", (gpt, Jsonb(LONG)))
     assert err.sqlstate == "57014"
     # the runtime sees the connection go and stops the generation (~1 s; generous on a busy machine)
-    deadline = time.monotonic() + 60
-    while (s := state(watcher))["running"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stopped = time.monotonic() - started
-    assert s["running"] == 0 and s["cancelled"] > cancelled
-    assert stopped < 60
+    eventually(lambda: state(watcher)["running"] == 0, 60, 0.05, "the cancelled generation stopping")
+    assert state(watcher)["cancelled"] > cancelled
     c.execute("RESET statement_timeout")
     assert one(c, "SELECT pgml.transform(%s, %s, ARRAY['The cat'])", (gpt, Jsonb(GREEDY)))
 
