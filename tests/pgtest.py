@@ -107,20 +107,20 @@ def eventually(check, timeout: float = 120.0, every: float = 0.2, what: str = "t
         time.sleep(every)
 
 
-def same(ours, theirs, path="$"):
-    """Equal up to float rounding (results of other thread counts, batches or library versions): texts,
-    spans and shapes exactly, numbers to 1e-4 relative or 1e-6 absolute."""
+def same(ours, theirs, path="$", rel=1e-4, abs=1e-6):
+    """Equal up to float rounding (results of other thread counts, batches, runtimes or library versions):
+    texts, spans and shapes exactly, numbers to `rel` relative or `abs` absolute."""
     if isinstance(theirs, float):
-        assert isinstance(ours, (int, float)) and math.isclose(ours, theirs, rel_tol=1e-4, abs_tol=1e-6), (
+        assert isinstance(ours, (int, float)) and math.isclose(ours, theirs, rel_tol=rel, abs_tol=abs), (
             f"{path}: {ours} != {theirs}")
     elif isinstance(theirs, dict):
         assert isinstance(ours, dict) and set(ours) == set(theirs), f"{path}: {ours} != {theirs}"
         for key in theirs:
-            same(ours[key], theirs[key], f"{path}.{key}")
-    elif isinstance(theirs, list):
-        assert isinstance(ours, list) and len(ours) == len(theirs), f"{path}: {ours} != {theirs}"
+            same(ours[key], theirs[key], f"{path}.{key}", rel, abs)
+    elif isinstance(theirs, (list, tuple)):
+        assert isinstance(ours, (list, tuple)) and len(ours) == len(theirs), f"{path}: {ours} != {theirs}"
         for i, (a, b) in enumerate(zip(ours, theirs)):
-            same(a, b, f"{path}[{i}]")
+            same(a, b, f"{path}[{i}]", rel, abs)
     else:
         assert ours == theirs, f"{path}: {ours!r} != {theirs!r}"
 

@@ -276,6 +276,33 @@ def test_a_cancelled_load_that_fails_is_dropped_and_the_next_call_loads_again():
         interrupts.bind(None)
 
 
+def test_callers_on_many_threads_share_one_load_per_model(monkeypatch):
+    """A shared runtime's replica calls the cache from several threads at once (no server bound)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pgml_plpy import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "release", lambda: None)  # a full gc per eviction: seconds, no race
+    cache, calls, lock = cache_module.ModelCache(), [], threading.Lock()
+    cache.limit(3, None)
+
+    def loader(key):
+        def load():
+            with lock:
+                calls.append(key)
+            time.sleep(0.002)  # other threads come in meanwhile
+            return f"model {key}"
+        return load
+
+    keys = [f"k{i % 5}" for i in range(200)]
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda key: cache.get(key, loader(key)), keys))
+    assert got == [f"model {key}" for key in keys]
+    assert len(cache) <= 3 and len(calls) >= 4  # each key loaded once per stay in the cache
+
+
 def test_disk_full_and_unwritable_folders_say_what_to_fix():
     import errno
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import tiny_models as tm
-from pgtest import eventually, long_gpt2_folder, one, sql_error, task
+from pgtest import eventually, long_gpt2_folder, one, same, sql_error, task
 from psycopg.types.json import Jsonb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -164,22 +164,6 @@ def state(conn, app="pgml-r1-c1-g0"):
     return json.loads(seen[-1])
 
 
-def close(a, b, path="result"):
-    """a equals b, numbers within 1e-5."""
-    if isinstance(a, float) or isinstance(b, float):
-        assert a == pytest.approx(b, abs=1e-5), path
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), path
-        for k in a:
-            close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            close(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
-
-
 def qa(question, context):
     return json.dumps({"question": question, "context": context})
 
@@ -222,7 +206,7 @@ def test_routed_results_equal_the_backends(name, admin, connect, routes, runtime
     routes([ray_route(runtime, secrets)])
     fresh = connect()
     routed = one(fresh, query, params(models))
-    close(routed, in_backend)
+    same(routed, in_backend, rel=0, abs=1e-5)  # the issue's bound
     assert heavy_modules(fresh) == [], "a backend whose calls go to routes imported torch"
 
 
@@ -283,7 +267,7 @@ def test_concurrent_callers_are_batched(db, routed, connect):
         w.join()
     assert state(conns[0])["largest_batch"] > 1, "no two callers' texts ever ran together"
     for t, vector in alone.items():
-        close(got[t], vector)
+        same(got[t], vector, rel=0, abs=1e-5)
 
 
 def test_stream_pieces_arrive_as_generated_and_closing_stops_the_work(connect, routed, models):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import sys
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -85,6 +86,8 @@ class ModelCache:
     def __init__(self):
         self._entries: dict[str, Entry] = {}
         self._loading: dict[str, Loading] = {}
+        # a shared runtime's replica calls from several threads; never held while a load is awaited
+        self._lock = threading.RLock()
         self.max_models: int | None = None
         self.max_bytes: int | None = None
 
@@ -95,18 +98,19 @@ class ModelCache:
     def get(self, key: str, load, *, kind: str = "", task: str = "", model: str = ""):
         """The cached value for key; on a miss, load() runs on a worker thread (it must not call into
         the server) while this thread answers interrupts, and its value joins the cache."""
-        self._adopt()
-        entry = self._entries.get(key)
-        if entry is not None:
-            entry.hits += 1
-            entry.last_used = time.time()
-            return entry.value
-        loading = self._loading.get(key)
-        if loading is None:
-            if self.max_models is not None:  # room before loading: the peak holds one model less
-                self._evict(lambda: len(self._entries) + len(self._loading) >= self.max_models)
-            loading = self._loading[key] = Loading(interrupts.start(lambda: _timed(load), "pgml-load"),
-                                                   kind, task, model)
+        with self._lock:
+            self._adopt()
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.hits += 1
+                entry.last_used = time.time()
+                return entry.value
+            loading = self._loading.get(key)
+            if loading is None:
+                if self.max_models is not None:  # room before loading: the peak holds one model less
+                    self._evict(lambda: len(self._entries) + len(self._loading) >= self.max_models)
+                loading = self._loading[key] = Loading(interrupts.start(lambda: _timed(load), "pgml-load"),
+                                                       kind, task, model)
         try:
             # a cancel raises here and leaves the load running, for the next call; a failed load raises its error
             return interrupts.wait(loading.future)[0]
@@ -115,20 +119,21 @@ class ModelCache:
 
     def _adopt(self) -> None:
         """Finished loads join the cache (evicting to make room); failed ones are dropped."""
-        for key, loading in list(self._loading.items()):
-            if not loading.future.done():
-                continue
-            del self._loading[key]
-            if loading.future.exception() is not None:
-                continue
-            if self.max_models is not None:
-                self._evict(lambda: len(self._entries) >= self.max_models)
-            value, seconds = loading.future.result()
-            entry = Entry(key, loading.kind, loading.task, loading.model, value, seconds)
-            entry.device, entry.dtype, entry.bytes = describe(torch_module(value))
-            self._entries[key] = entry
-            if self.max_bytes is not None:
-                self._evict(lambda: sum(e.bytes for e in self._entries.values()) > self.max_bytes, keep=key)
+        with self._lock:
+            for key, loading in list(self._loading.items()):
+                if not loading.future.done():
+                    continue
+                del self._loading[key]
+                if loading.future.exception() is not None:
+                    continue
+                if self.max_models is not None:
+                    self._evict(lambda: len(self._entries) >= self.max_models)
+                value, seconds = loading.future.result()
+                entry = Entry(key, loading.kind, loading.task, loading.model, value, seconds)
+                entry.device, entry.dtype, entry.bytes = describe(torch_module(value))
+                self._entries[key] = entry
+                if self.max_bytes is not None:
+                    self._evict(lambda: sum(e.bytes for e in self._entries.values()) > self.max_bytes, keep=key)
 
     def _evict(self, too_much, keep: str | None = None) -> None:
         """Unload least recently used entries (but keep) while too_much()."""
@@ -140,16 +145,19 @@ class ModelCache:
             self._unload(lambda e: e is oldest)
 
     def entries(self) -> list[Entry]:
-        self._adopt()
-        return sorted(self._entries.values(), key=lambda e: e.loaded_at)
+        with self._lock:
+            self._adopt()
+            return sorted(self._entries.values(), key=lambda e: e.loaded_at)
 
     def entry_of(self, value) -> Entry | None:
-        return next((e for e in self._entries.values() if e.value is value), None)
+        with self._lock:
+            return next((e for e in self._entries.values() if e.value is value), None)
 
     def unload(self, matches) -> list[Entry]:
         """Unload the entries for which matches(entry) is true and free their memory."""
-        self._adopt()
-        return self._unload(matches)
+        with self._lock:
+            self._adopt()
+            return self._unload(matches)
 
     def _unload(self, matches) -> list[Entry]:
         gone = [self._entries.pop(e.key) for e in list(self._entries.values()) if matches(e)]
@@ -161,7 +169,8 @@ class ModelCache:
 
     def __contains__(self, key: str) -> bool:
         """Whether key is cached or loading."""
-        return key in self._entries or key in self._loading
+        with self._lock:
+            return key in self._entries or key in self._loading
 
     def __len__(self) -> int:
         return len(self._entries)
