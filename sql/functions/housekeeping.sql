@@ -7,7 +7,7 @@ RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT '0.1.0'::text
+SELECT '0.2.0'::text
 $$;
 COMMENT ON FUNCTION pgml._sql_version() IS 'the release these SQL functions belong to';
 REVOKE ALL ON FUNCTION pgml._sql_version() FROM PUBLIC, pgml_user, pgml_admin;

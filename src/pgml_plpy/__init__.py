@@ -5,4 +5,4 @@ only when a function first needs them, so that `pgml.version()` and the first
 call of a new connection do not pay for what they do not use.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
