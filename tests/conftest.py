@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,12 +21,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
 
 import tiny_models  # noqa: E402
+from localengine import free_port  # noqa: E402
 from localpg import LocalCluster  # noqa: E402
 
 VENV = Path(os.environ.get("PGML_VENV", REPO / ".venv"))
@@ -62,12 +63,6 @@ def _docker_answers() -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _own_models_cache(dsn: str, folder: str) -> None:
     """Tuned models restored into a folder of this server's own: suites running at once on one machine
     (and the tests that empty or damage that folder) never share ~/.cache/pgml_plpy/models."""
@@ -97,7 +92,7 @@ def dsn(models):
                                    str(VENV / "pyvenv.cfg")]).returncode == 0
         assert readable, f"the postgres OS user cannot read the venv {VENV}: put the checkout where it can"
     root = tempfile.mkdtemp(prefix="pgml_plpy_pg_")  # not pytest's tmp: the postgres user must enter it
-    cluster = LocalCluster(root, _free_port()).start()
+    cluster = LocalCluster(root, free_port()).start()
     try:
         try:
             cluster.install(VENV)
@@ -110,16 +105,35 @@ def dsn(models):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def setting(conn):
+    """Change settings for one test; they come back afterwards."""
+    saved = dict(conn.execute("SELECT name, value FROM pgml.settings").fetchall())
+
+    def change(name, value):
+        conn.execute("UPDATE pgml.settings SET value = %s WHERE name = %s", (Jsonb(value), name))
+
+    yield change
+    for name, value in saved.items():
+        conn.execute("UPDATE pgml.settings SET value = %s WHERE name = %s AND value <> %s",
+                     (Jsonb(value), name, Jsonb(value)))
+
+
 @contextlib.contextmanager
-def local_cluster(config: dict[str, str] | None = None, sockets_setting: str | None = None):
+def local_cluster(config: dict[str, str] | None = None, sockets_setting: str | None = None,
+                  env: dict[str, str] | None = None):
     """A throwaway local initdb cluster with pgml_plpy installed, its postgresql.conf extended with config
-    (and sockets_setting set to its socket folder, for settings that must name it)."""
+    (and sockets_setting set to its socket folder, for settings that must name it), its server started
+    with env added to this process's environment."""
     root = tempfile.mkdtemp(prefix="pgml_plpy_private_")
-    cluster = LocalCluster(root, _free_port(), config)
+    cluster = LocalCluster(root, free_port(), config)
     if sockets_setting:
         cluster.config[sockets_setting] = str(cluster.sockets)
     try:
-        cluster.start()
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            cluster.start()
         cluster.install(VENV)
         _own_models_cache(cluster.dsn, os.path.join(root, "models_cache"))
         yield cluster

@@ -22,9 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psutil
 import psycopg
 import pytest
-from conftest import MODELS_ROOT, VENV, _free_port
+from conftest import MODELS_ROOT, VENV, local_cluster
 from localengine import Engine, free_port, transformers_serve
-from localpg import LocalCluster
 from pgtest import one, readable_tree, sql_error, task
 from psycopg.types.json import Jsonb
 
@@ -41,23 +40,8 @@ CHAT = [json.dumps({"role": "user", "content": "hello"})]
 @pytest.fixture(scope="module")
 def cluster(models):
     """A cluster whose server has PGML_TEST_ENGINE_KEY in its environment."""
-    root = tempfile.mkdtemp(prefix="pgml_plpy_openai_")
-    os.chmod(root, 0o755)
-    saved = os.environ.get("PGML_TEST_ENGINE_KEY")
-    os.environ["PGML_TEST_ENGINE_KEY"] = KEY
-    try:
-        cluster = LocalCluster(os.path.join(root, "pg"), _free_port()).start()
-    finally:
-        if saved is None:
-            del os.environ["PGML_TEST_ENGINE_KEY"]
-        else:
-            os.environ["PGML_TEST_ENGINE_KEY"] = saved
-    try:
-        cluster.install(VENV)
+    with local_cluster(env={"PGML_TEST_ENGINE_KEY": KEY}) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,26 +19,20 @@ from pathlib import Path
 import psycopg
 import pytest
 import tiny_models as tm
+from conftest import VENV, local_cluster
+from localengine import free_port
 from pgtest import eventually, long_gpt2_folder, one, same, sql_error, task
 from psycopg.types.json import Jsonb
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from localpg import LocalCluster  # noqa: E402
 from localserve import LocalServe  # noqa: E402
 
-VENV = Path(os.environ.get("PGML_VENV", REPO / ".venv"))
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 GREEDY = {"do_sample": False, "max_new_tokens": 8}
 LONG = {"do_sample": False, "max_new_tokens": 1900, "min_new_tokens": 1900}
 MAX_MODELS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def for_postgres(path: Path, mode: int) -> None:
@@ -88,19 +81,8 @@ def runtime(secrets):
 @pytest.fixture(scope="module")
 def db(secrets, models):
     """A PostgreSQL of this module whose server trusts the runtime's certificate."""
-    root = tempfile.mkdtemp(prefix="pgml_ray_pg_")
-    saved = os.environ.get("SSL_CERT_FILE")
-    os.environ["SSL_CERT_FILE"] = secrets["cert"]
-    try:
-        cluster = LocalCluster(root, free_port()).start()
-    finally:
-        os.environ.pop("SSL_CERT_FILE") if saved is None else os.environ.update(SSL_CERT_FILE=saved)
-    try:
-        cluster.install(VENV)
+    with local_cluster(env={"SSL_CERT_FILE": secrets["cert"]}) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -42,20 +42,6 @@ def as_role(dsn, roles):
         c.close()
 
 
-@pytest.fixture
-def setting(conn):
-    """Change settings for one test; they come back afterwards."""
-    saved = dict(conn.execute("SELECT name, value FROM pgml.settings").fetchall())
-
-    def change(name, value):
-        conn.execute("UPDATE pgml.settings SET value = %s WHERE name = %s", (Jsonb(value), name))
-
-    yield change
-    for name, value in saved.items():
-        conn.execute("UPDATE pgml.settings SET value = %s WHERE name = %s AND value <> %s",
-                     (Jsonb(value), name, Jsonb(value)))
-
-
 def test_nothing_is_executable_by_public(conn):
     public = conn.execute("""
         SELECT p.oid::regprocedure::text FROM pg_proc p

@@ -77,20 +77,6 @@ def versions(conn, table: str) -> dict:
     return {(i, n): x for i, n, x in conn.execute(f"SELECT id, chunk_index, xmin::text FROM {table}").fetchall()}
 
 
-@pytest.fixture
-def setting(conn):
-    """Change settings for one test; they come back afterwards."""
-    saved = dict(conn.execute("SELECT name, value FROM pgml.settings").fetchall())
-
-    def change(name, value):
-        conn.execute("UPDATE pgml.settings SET value = %s WHERE name = %s", (Jsonb(value), name))
-
-    yield change
-    for name, value in saved.items():
-        conn.execute("UPDATE pgml.settings SET value = %s WHERE name = %s AND value <> %s",
-                     (Jsonb(value), name, Jsonb(value)))
-
-
 # ------------------------------------------------------------------------------------------- sync
 
 
