@@ -9,7 +9,6 @@ import os
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import contextlib  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -34,12 +33,10 @@ def database(dsn: str | None):
     if dsn is not None:
         yield dsn
         return
+    from localengine import free_port
     from localpg import LocalCluster
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cluster = LocalCluster(tempfile.mkdtemp(prefix="pgml_bench_"), port).start()
+    cluster = LocalCluster(tempfile.mkdtemp(prefix="pgml_bench_"), free_port()).start()
     try:
         cluster.install(REPO / ".venv")
         yield cluster.dsn

@@ -97,6 +97,11 @@ def write_files(folder: str, rows: int) -> dict[str, str]:
     return files
 
 
+def ratio(slow: float, fast: float) -> str:
+    """slow / fast as '  2.1x', or '     -' where fast took less than /proc's CPU clock counts (tiny runs)."""
+    return f"{slow / fast:7.1f}x" if fast else "      -"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100000)
@@ -132,13 +137,13 @@ def main() -> int:
     for label, slow, fast in (("load_dataset(parquet) vs COPY", "ld_parquet", "copy"),
                               ("load_dataset(csv) vs COPY", "ld_csv", "copy"),
                               ("with 2 jsonb columns: load_dataset vs COPY", "ld_nested", "copy_nested")):
-        print(f"  {label:60s} {times[slow][0] / times[fast][0]:7.1f}x  {times[slow][1] / times[fast][1]:7.1f}x  "
+        print(f"  {label:60s} {ratio(times[slow][0], times[fast][0])}  {ratio(times[slow][1], times[fast][1])}  "
               "slower")
     print("  same values (count, sums) and column types in load_dataset's tables and COPY's: yes")
     print(f"load_dataset's insert stage alone, inside the backend, {opts.rows} rows "
           f"(median of {opts.rounds}): wall, CPU")
     line("prepared INSERT ... SELECT * FROM unnest, batches of 20,000", stage["unnest"])
-    line("prepared INSERT per row", stage["per_row"], f"  ({stage['per_row'][0] / stage['unnest'][0]:.1f}x slower)")
+    line("prepared INSERT per row", stage["per_row"], f"  ({ratio(stage['per_row'][0], stage['unnest'][0]).strip()} slower)")
     activate, cold, warm = ((statistics.median(f[i][0] for f in first), statistics.median(f[i][1] for f in first))
                             for i in range(3))
     print(f"the first call in a fresh connection (median of {opts.rounds} connections): wall, CPU")

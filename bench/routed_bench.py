@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import threading
@@ -30,6 +29,7 @@ from common import REPO, WORDS, database
 
 sys.path.insert(0, str(REPO / "scripts"))
 
+from localengine import free_port  # noqa: E402
 from localserve import LocalServe  # noqa: E402
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -59,12 +59,6 @@ def cmdline(pid: int) -> str:
             return fh.read().replace(bytes(1), b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def heavy(conn) -> bool:

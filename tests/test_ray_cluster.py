@@ -9,7 +9,6 @@ started the replica on the other worker.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from psycopg.types.json import Jsonb
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+from localengine import free_port  # noqa: E402
 from localserve import LocalServe  # noqa: E402
 
 VENV = Path(os.environ.get("PGML_VENV", REPO / ".venv"))
@@ -32,12 +32,6 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex(), "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "3000",
            "RAY_health_check_failure_threshold": "5"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def session_pids(sid: int) -> list[int]:
