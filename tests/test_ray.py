@@ -235,6 +235,7 @@ def test_concurrent_callers_are_batched(db, routed, connect):
     conns = [connect() for _ in texts]
     for c in conns:
         one(c, "SELECT pgml.embed(%s, 'warm up')", (MINILM,))
+    direct = state(conns[0])["direct"]
     got, start = {}, threading.Barrier(len(conns))
 
     def call(c, text):
@@ -248,6 +249,8 @@ def test_concurrent_callers_are_batched(db, routed, connect):
     for w in workers:
         w.join()
     assert state(conns[0])["largest_batch"] > 1, "no two callers' texts ever ran together"
+    # the calls went to the replica's own port, not through Serve's proxy
+    assert state(conns[0])["direct"] - direct >= 5 * len(conns)
     for t, vector in alone.items():
         same(got[t], vector, rel=0, abs=1e-5)
 

@@ -4,8 +4,13 @@
   imports torch.
 - Models (route /pgml/m/<name>, one application per deployment shape: replicas, num_cpus,
   num_gpus of the routes that use it): transform, stream, embed, rank, check, state. Embed,
-  rank and the classification tasks go through @serve.batch, so that concurrent callers'
-  inputs run together.
+  rank and the classification tasks are batched continuously (replica.py), so that
+  concurrent callers' inputs run together.
+- Each model replica also answers the same operations on a port of its own (`address` tells
+  which, through the proxy): a backend looks its replica up once and then calls it directly,
+  which saves the proxy's hop (HTTP in, a Ray call to the replica and back, HTTP out) on every
+  call. Ray Serve still places, starts, restarts and removes the replicas; a backend whose
+  replica went away looks it up again.
 
 Both check the bearer token (its SHA-256 is all they hold) when the serve command was given one.
 """
@@ -31,9 +36,11 @@ from ..runtimes.ray import PREFIX, app_name
 from .replica import error_body
 
 MAX_ONGOING = 256          # requests a replica takes at once (they queue per model inside)
-BATCH = {"max_batch_size": 64, "batch_wait_timeout_s": 0.01}
 # Serve's own logs: warnings only, and no access log line per request (a measurable cost per call).
 LOGGING = {"log_level": "WARNING", "enable_access_log": False}
+# A replica's own port keeps idle connections longer than a backend's client does (httpx: 5 s), so
+# that the backend, not the replica, closes an idle one: never one that a new call is just using.
+KEEP_ALIVE = 90
 
 
 def json_response(body, status_code: int = 200) -> Response:
@@ -62,36 +69,65 @@ def failure(exc: BaseException, doing: str) -> Response:
     return json_response(body, status_code=400 if client_side else 500)
 
 
-def raised(result):
-    """A batch's result for one caller: an exception (its group failed) is raised."""
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
 def operation(request: Request) -> str:
     return request.url.path.rstrip("/").rsplit("/", 1)[-1]
 
 
+async def listen(app, config: dict) -> str:
+    """Serve the ASGI app on a port of this replica's own, with the serve command's TLS; its URL. It
+    listens on loopback when the serve command does, else on the address of the replica's node."""
+    import socket
+
+    import uvicorn
+
+    host = "127.0.0.1" if config["loopback"] else ray.util.get_node_ip_address()
+    sock = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    tls = {"ssl_certfile": config["tls_cert"], "ssl_keyfile": config["tls_key"]} if config["tls_cert"] else {}
+    server = uvicorn.Server(uvicorn.Config(app, interface="asgi3", lifespan="off", log_level="warning", access_log=False,
+                                           timeout_keep_alive=KEEP_ALIVE, **tls))
+    serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if serving.done():
+            serving.result()  # raises why it could not start
+            raise RuntimeError("the replica's own port stopped as it started")
+        await asyncio.sleep(0.01)
+    port = sock.getsockname()[1]
+    return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+async def disconnect(receive) -> None:
+    """Returns once the client went away (the request's body already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 @serve.deployment(max_ongoing_requests=MAX_ONGOING)
 class Models:
-    def __init__(self, config: dict):
+    async def __init__(self, config: dict):
         from .replica import Replica
 
         self.token = config["token_sha256"]
         self.replica = Replica(config)
+        self.url = await listen(self.direct, config)
+        print(f"pgml_plpy serve: a replica of {serve.get_replica_context().app_name} answers at {self.url}",
+              flush=True)
 
-    @serve.batch(**BATCH)
-    async def embed(self, requests):
-        return await self.replica.embed_batch(requests)
-
-    @serve.batch(**BATCH)
-    async def rank(self, requests):
-        return await self.replica.rank_batch(requests)
-
-    @serve.batch(**BATCH)
-    async def transform_batched(self, requests):
-        return await self.replica.transform_batch(requests)
+    async def direct(self, scope, receive, send) -> None:
+        """A call on the replica's own port: the operation runs as through the proxy, and stops when the
+        client goes away (a cancelled SQL statement closes its connection), as the proxy makes it."""
+        if scope["type"] != "http":
+            return
+        self.replica.direct += 1
+        request = Request(scope, receive)
+        await request.body()
+        call, gone = asyncio.ensure_future(self(request)), asyncio.ensure_future(disconnect(receive))
+        await asyncio.wait([call, gone], return_when=asyncio.FIRST_COMPLETED)
+        if not call.done():
+            call.cancel()
+            await asyncio.wait([call])
+            return
+        gone.cancel()
+        await call.result()(scope, receive, send)
 
     async def transform(self, payload: dict):
         from .replica import BATCHED
@@ -100,7 +136,7 @@ class Models:
         if isinstance(request, list):
             return {"need": request}
         if request.canonical in BATCHED:
-            result = raised(await self.transform_batched(request))
+            result = await self.replica.transform_batched(request)
         else:
             from ..runtimes.backend import BACKEND
 
@@ -117,6 +153,8 @@ class Models:
                 return StreamingResponse(self.replica.stream(payload), media_type="application/x-ndjson")
             if op == "state":
                 return json_response({**self.replica.state(), "node": ray.get_runtime_context().get_node_id()})
+            if op == "address":
+                return json_response({"url": self.url})
             if op == "check":
                 return json_response({"detail": await self.replica.run(payload["model"],
                                                                       lambda: self.replica.check(payload))})
@@ -124,9 +162,9 @@ class Models:
                 answer = await self.transform(payload)
                 answer = answer if isinstance(answer, dict) and "need" in answer else {"result": answer}
             elif op == "embed":
-                answer = raised(await self.embed(self.replica.embed_request(payload)))
+                answer = await self.replica.embed(self.replica.embed_request(payload))
             elif op == "rank":
-                answer = {"ranked": raised(await self.rank(self.replica.rank_request(payload)))}
+                answer = {"ranked": await self.replica.rank(self.replica.rank_request(payload))}
             else:
                 raise InvalidParameter(f"the runtime has no operation {op!r}")
             return json_response(answer)

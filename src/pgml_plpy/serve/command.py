@@ -153,7 +153,9 @@ def main(argv=None) -> int:
         serve.start(http_options=http, proxy_location=ProxyLocation.HeadOnly, logging_config=LOGGING)
         config = {"token_sha256": token_sha256, "max_models": opts.max_models,
                   "max_model_bytes": opts.max_model_bytes, "models_cache": opts.models_cache,
-                  "replica_resources": opts.replica_resources}
+                  "replica_resources": opts.replica_resources, "loopback": _loopback(opts.host),
+                  "tls_cert": opts.tls_cert and os.path.abspath(opts.tls_cert),
+                  "tls_key": opts.tls_key and os.path.abspath(opts.tls_key)}
         say(f"deploying the control application at {PREFIX}")
         serve.run(Control.bind(config), name="pgml", route_prefix=PREFIX, logging_config=LOGGING)
         session = ray._private.worker.global_worker.node.get_session_dir_path()

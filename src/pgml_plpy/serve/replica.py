@@ -8,8 +8,10 @@ use and evicted least recently used under max_models / max_model_bytes.
 
 Work runs in threads, one call at a time per model; each thread carries its request's
 cancel flag (interrupts.cancel_on), which the model hooks consult on every forward pass, so
-a caller that goes away stops the work. Batches of concurrent requests (embed, rank and
-the classification tasks) that share a model and options run as one call.
+a caller that goes away stops the work. Concurrent requests (embed, rank and the
+classification tasks) that share a model and options run as one call: continuous batching,
+where the calls that arrive while the model is busy run together as soon as it is free,
+without a window to wait for a batch to fill (a lone call runs at once).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ..tuning.registry.serving import serving_folder
 # Tasks whose result is one item per input, in input order: concurrent calls run as one.
 BATCHED = frozenset({"text-classification", "token-classification", "zero-shot-classification"})
 BATCH_SIZE = 64  # the pipeline batch size for merged calls that set none
+MAX_BATCH = 64   # calls merged into one run at most
 
 
 def error_body(exc: BaseException, doing: str) -> dict:
@@ -87,6 +90,14 @@ class Parts:
         return folder
 
 
+def _all_gone(futures: list) -> threading.Event:
+    """An event set once every one of the futures is cancelled (their callers went away)."""
+    event = threading.Event()
+    for future in futures:
+        future.add_done_callback(lambda _: all(f.cancelled() for f in futures) and event.set())
+    return event
+
+
 class Replica:
     def __init__(self, config: dict):
         self.own = {"torch_threads": max(1, int(config["torch_threads"])), "max_models": config["max_models"],
@@ -94,10 +105,12 @@ class Replica:
         MODELS.limit(self.own["max_models"], self.own["max_model_bytes"])
         self.files = Parts(stored.cache_root(Settings(**self.own)))
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.queues: dict[str, list] = defaultdict(list)  # batch key -> [(item, future)] waiting for the model
         self.running = 0
         self.cancelled = 0
         self.largest_batch = 0
         self.batches = self.batched = 0  # runs of grouped calls, and the calls they served
+        self.direct = 0  # calls on the replica's own port (not through the proxy)
         self.announced: set[str] = set()
 
     def settings(self, payload: dict):
@@ -111,8 +124,9 @@ class Replica:
         async with self.locks[model]:
             return await self.thread(fn)
 
-    async def thread(self, fn):
-        event = threading.Event()
+    async def thread(self, fn, event: threading.Event | None = None):
+        """fn() in a worker thread; cancelling the caller (or setting event) stops it."""
+        event = event or threading.Event()
 
         def work():
             with interrupts.cancel_on(event):
@@ -178,33 +192,47 @@ class Replica:
 
     # ---------------------------------------------------------------------------------- batches
 
-    async def batch(self, items: list, key, run) -> list:
-        """Run items grouped by key(item) (same model and options): run(group) -> one result per item;
-        a failing group fails only its own items (their result is the exception)."""
-        groups: dict[str, list[int]] = {}
-        for i, item in enumerate(items):
-            groups.setdefault(key(item), []).append(i)
-        results: list = [None] * len(items)
+    async def batch(self, item, key: str, run):
+        """run(items) -> one result per item, for this item and every call with the same key (model and
+        options) waiting for the model: the calls that arrive while it is busy run together once it is
+        free. A failing run fails its own calls only; a run whose callers have all gone away stops."""
+        queue = self.queues[key]
+        future = asyncio.get_running_loop().create_future()
+        queue.append((item, future))
+        if len(queue) == 1:
+            asyncio.ensure_future(self._drain(item.model, key, run))
+        return await future
 
-        async def one(indexes):
-            group = [items[i] for i in indexes]
-            self.largest_batch = max(self.largest_batch, len(group))
-            self.batches, self.batched = self.batches + 1, self.batched + len(group)
-            try:
-                answers = await self.run(group[0].model, lambda: run(group))
-            except Exception as exc:  # noqa: BLE001 - each caller gets the error
-                answers = [exc] * len(group)
-            for i, answer in zip(indexes, answers):
-                results[i] = answer
-
-        await asyncio.gather(*(one(indexes) for indexes in groups.values()))
-        return results
+    async def _drain(self, model: str, key: str, run) -> None:
+        async with self.locks[model]:
+            queue = self.queues[key]
+            while queue:
+                group = [(item, future) for item, future in queue[:MAX_BATCH] if not future.done()]
+                del queue[:MAX_BATCH]
+                if not group:
+                    continue
+                self.largest_batch = max(self.largest_batch, len(group))
+                self.batches, self.batched = self.batches + 1, self.batched + len(group)
+                items = [item for item, _ in group]
+                try:
+                    answers = await self.thread(lambda: run(items), _all_gone([future for _, future in group]))
+                except Exception as exc:  # noqa: BLE001 - each caller gets the error
+                    answers = [exc] * len(group)
+                for (_, future), answer in zip(group, answers):
+                    if future.done():
+                        continue
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+            if not queue:
+                del self.queues[key]
 
     @staticmethod
     def _key(*parts) -> str:
         return json.dumps(parts, sort_keys=True, default=repr)
 
-    async def embed_batch(self, requests: list[EmbedRequest]) -> list:
+    async def embed(self, request: EmbedRequest):
         def run(group):
             merged = EmbedRequest(group[0].model, [t for r in group for t in r.texts], group[0].build,
                                   group[0].call, group[0].settings)
@@ -214,15 +242,18 @@ class Replica:
                 start += len(r.texts)
             return answers
 
-        return await self.batch(requests, lambda r: self._key(r.model, r.build, r.call, r.settings), run)
+        return await self.batch(request, self._key("embed", request.model, request.build, request.call,
+                                                     request.settings), run)
 
-    async def rank_batch(self, requests: list[RankRequest]) -> list:
+    async def rank(self, request: RankRequest):
         def run(group):
             return BACKEND.rank_many(group[0], [(r.query, r.documents) for r in group])
 
-        return await self.batch(requests, lambda r: self._key(r.model, r.build, r.call, r.settings), run)
+        return await self.batch(request, self._key("rank", request.model, request.build, request.call,
+                                                     request.settings), run)
 
-    async def transform_batch(self, requests: list[TransformRequest]) -> list:
+    async def transform_batched(self, request: TransformRequest):
+        """A call of a BATCHED task, run together with the same task's concurrent calls."""
         def run(group):
             if len(group) == 1:
                 return [BACKEND.transform(group[0])]
@@ -237,11 +268,9 @@ class Replica:
                 start += len(r.inputs)
             return answers
 
-        def key(r):
-            found = r.deployed(r.model) if r.deployed is not None else None
-            return self._key(r.task, r.model, found.key if found else None, r.options, r.args, r.settings)
-
-        return await self.batch(requests, key, run)
+        found = request.deployed(request.model) if request.deployed is not None else None
+        return await self.batch(request, self._key(request.task, request.model, found.key if found else None,
+                                                     request.options, request.args, request.settings), run)
 
     # ----------------------------------------------------------------------------------- others
 
@@ -290,6 +319,7 @@ class Replica:
     def state(self) -> dict:
         return {"running": self.running, "cancelled": self.cancelled, "pid": os.getpid(),
                 "largest_batch": self.largest_batch, "batches": self.batches, "batched": self.batched,
+                "direct": self.direct,
                 "parts_received": self.files.received,
                 "loaded": [{"kind": e.kind, "task": e.task, "model": e.model, "device": e.device, "dtype": e.dtype,
                             "bytes": e.bytes, "load_seconds": e.load_seconds, "loaded_at": e.loaded_at,
