@@ -10,8 +10,9 @@ process used (steadier than wall time on a busy machine) and its memory (PSS) af
   - pgml.embed after pgml.preload_embed ran at connect (what a pool's init query does),
   - the first pgml.embed / pgml.transform under statement_timeout = 1 s: the time to the cancel's error,
 and, side by side, a new plain Python process doing the same work with the same code
-(pgml_plpy's embed and transform without a database), and one embedding through
-sentence-transformers as a user would.
+(pgml_plpy's embed and transform without a database), one embedding through
+sentence-transformers as a user would, and `import torch` alone (the floor of any call that
+runs a model in the process).
 
     .venv/bin/python bench/cold_start.py [--rounds 3] [--dsn DSN]
 
@@ -54,6 +55,10 @@ PLAIN_EMBED = PSS + """
 from pgml_plpy.embeddings import embed
 from pgml_plpy.settings import Settings
 embed("sentence-transformers/all-MiniLM-L6-v2", ["hello"], None, Settings(superuser=True))
+report()
+"""
+PLAIN_TORCH = PSS + """
+import torch
 report()
 """
 PLAIN_SENTENCE_TRANSFORMERS = PSS + """
@@ -99,7 +104,8 @@ def main() -> int:
         "cancel: pgml.transform, statement_timeout 1 s": ("SET statement_timeout = '1s'", transform, (task,)),
     }
     rows = {name: ([], [], []) for name in scenarios}  # wall seconds, CPU seconds, PSS MB
-    plain = {"plain Python: pgml_plpy's transform": PLAIN_TRANSFORM,
+    plain = {"plain Python: import torch, nothing else": PLAIN_TORCH,
+             "plain Python: pgml_plpy's transform": PLAIN_TRANSFORM,
              "plain Python: pgml_plpy's embed": PLAIN_EMBED,
              "plain Python: SentenceTransformer.encode": PLAIN_SENTENCE_TRANSFORMERS}
     rows.update({name: ([], [], []) for name in plain})
