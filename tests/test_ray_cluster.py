@@ -2,9 +2,12 @@
 
 Three `ray start` nodes on this machine (loopback, ports of their own): a head without the
 custom resource the model replicas ask for (the serve command's --replica-resources), and two
-workers with it. The replica lands on a worker and answers SQL calls; that node is killed (every
-process of it, as a machine that dies), and the calls are answered again once Ray Serve has
-started the replica on the other worker.
+workers with it: one on the serve command's address (127.0.0.1), one on another (127.0.0.2,
+as another machine would be). The replica lands on a worker and answers SQL calls; that node is
+killed (every process of it, as a machine that dies), and the calls are answered again once Ray
+Serve has started the replica on the other worker. The serve command listens on loopback, so a
+replica on 127.0.0.1 is called on its own port and one on 127.0.0.2 through the proxy: the test
+sees both, in one order or the other.
 """
 
 import os
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgtest import one
+from pgtest import eventually, one
 from psycopg.types.json import Jsonb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,9 +52,10 @@ def session_pids(sid: int) -> list[int]:
 class Node:
     """One `ray start` node; its processes share the OS session the command started in."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, ip: str = "127.0.0.1"):
+        self.ip = ip
         self.command = subprocess.Popen([str(VENV / "bin" / "python"), "-m", "ray.scripts.scripts", "start",
-                                         "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats",
+                                         "--node-ip-address", ip, "--num-cpus", "1", "--disable-usage-stats",
                                          *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         start_new_session=True, env={**os.environ, **RAY_ENV})
         self.sid = self.command.pid
@@ -77,8 +81,8 @@ class Node:
 def nodes():
     started = []
 
-    def start(*args):
-        started.append(Node(*args))
+    def start(*args, **kwargs):
+        started.append(Node(*args, **kwargs))
         return started[-1]
 
     yield start
@@ -105,8 +109,8 @@ def state(conn):
 def test_a_replica_on_another_node_is_rescheduled_when_its_node_goes(nodes, conn, dsn):
     head_port = free_port()
     nodes("--head", "--port", str(head_port), "--include-dashboard=false").started()
-    workers = [nodes("--address", f"127.0.0.1:{head_port}", "--resources", '{"pgml_worker": 1}').started()
-               for _ in range(2)]  # one after the other: a busy GCS lets concurrent joins time out
+    workers = [nodes("--address", f"127.0.0.1:{head_port}", "--resources", '{"pgml_worker": 1}', ip=ip).started()
+               for ip in ("127.0.0.1", "127.0.0.2")]  # one after the other: a busy GCS lets concurrent joins time out
     serve = LocalServe(VENV, ["--port", str(free_port()), "--address", f"127.0.0.1:{head_port}",
                               "--replica-resources", '{"pgml_worker": 1}'], env=RAY_ENV).start()
     try:
@@ -115,9 +119,11 @@ def test_a_replica_on_another_node_is_rescheduled_when_its_node_goes(nodes, conn
                      (Jsonb([{"model": MINILM, "runtime": "ray", "url": serve.url, "timeout": 120}]),))
         with psycopg.connect(dsn, autocommit=True) as c:
             vector = one(c, "SELECT pgml.embed(%s, 'past one machine')", (MINILM,))
-            replica = state(c)["pid"]
-            holder = [w for w in workers if w.holds(replica)]
+            found = state(c)
+            holder = [w for w in workers if w.holds(found["pid"])]
             assert len(holder) == 1, "the replica is not on a worker with the resource (the head has none)"
+            # on its own port where the serve command's loopback reaches it, else through the proxy
+            assert (found["direct"] > 0) == (holder[0].ip == "127.0.0.1"), (holder[0].ip, found)
             other = workers[1 - workers.index(holder[0])]
             holder[0].kill()
             deadline = time.monotonic() + 400
@@ -129,7 +135,13 @@ def test_a_replica_on_another_node_is_rescheduled_when_its_node_goes(nodes, conn
                     assert exc.sqlstate.startswith("08") and time.monotonic() < deadline, (exc.sqlstate, str(exc))
                     time.sleep(1)
             assert again == pytest.approx(vector, abs=1e-5)
-            assert other.holds(state(c)["pid"])
+            found = state(c)
+            assert other.holds(found["pid"])
+            if other.ip == "127.0.0.1":  # the backend finds the replica's own port (it looks up again within 10 s)
+                eventually(lambda: one(c, "SELECT pgml.embed(%s, 'x')", (MINILM,)) and state(c)["direct"] > 0,
+                           120, 1, "calls on the moved replica's own port")
+            else:
+                assert found["direct"] == 0, found
     finally:
         conn.execute("UPDATE pgml.settings SET value = '[]' WHERE name = 'runtimes'")
         assert serve.stop() == 0, serve.output()[-3000:]

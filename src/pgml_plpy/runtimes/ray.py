@@ -11,7 +11,8 @@ The runtime keeps one Ray Serve application per deployment shape (replicas, num_
 num_gpus of the route), deployed on the first call that needs it. A backend asks Serve's
 proxy once which replica serves it (the proxy spreads backends over the replicas) and then
 calls that replica on its own port: one hop instead of three per call. A replica that cannot
-be reached any more (restarted, moved to another node) is looked up again. Tuned models travel as
+be reached any more (restarted, moved to another node) is looked up again; one without a
+port the backend can reach is called through the proxy. Tuned models travel as
 files: the backend sends the manifest (paths and part checksums), the runtime answers with
 the parts it lacks ("need"), and the backend reads those from pgml.files with the caller's
 rights, checks them and sends them once.
@@ -24,6 +25,7 @@ import json
 import os
 import re
 import stat
+import time
 from urllib.parse import urlsplit
 
 from .. import __version__
@@ -39,6 +41,7 @@ POLICY = ("hub_downloads", "huggingface_cache", "huggingface_trust_remote_code",
 DEFAULT_DEPLOYMENT = {"replicas": 1, "num_cpus": 1, "num_gpus": 0}
 PART_BYTES = 64 << 20        # raw bytes of model parts sent in one request at most
 PREFIX = "/pgml"             # the control application; model applications live under PREFIX/m/<name>
+LOOKUP_AGAIN = 10.0          # seconds after which a backend calling through the proxy looks its replica up again
 
 
 # ------------------------------------------------------------------------------------ wire format
@@ -143,7 +146,8 @@ class RayRuntime:
         self.deployment = deployment_of(route.options)
         self.app = app_name(self.deployment)
         self._client: Client | None = None
-        self._replica: Client | None = None  # this backend's replica, on its own port
+        self._replica: Client | None = None  # this backend's replica on its own port, or the proxy
+        self._looked_up = 0.0  # time.monotonic() of the last lookup
 
     @property
     def client(self) -> Client:
@@ -162,35 +166,47 @@ class RayRuntime:
         """Have the runtime deploy this route's application (it answers once the application runs)."""
         self.client.post(f"{PREFIX}/deploy", {**self.deployment, "timeout": max(1.0, self.route.timeout - 1)})
 
-    def _proxied(self, op: str, payload: dict):
-        """POST through the proxy to this route's application, deploying it first when the runtime does not
-        have it (the proxy answers 404 for an application it does not know: new, or the runtime restarted)."""
+    def _proxied(self, call):
+        """call(client, base) through the proxy to this route's application (base: its path), deploying it
+        first when the runtime does not have it (the proxy answers 404 for an application it does not know:
+        new, or the runtime restarted)."""
+        base = f"{PREFIX}/m/{self.app}"
         try:
-            return self.client.post(self._path(op), payload)
+            return call(self.client, base)
         except PgmlError as exc:
             if getattr(exc, "status", None) != 404:
                 raise
         self._deploy()
-        return self.client.post(self._path(op), payload)
+        return call(self.client, base)
 
     def _on_replica(self, call):
-        """call(client) on this backend's replica, looked up through the proxy when there is none yet. A
-        replica that cannot be reached (nothing was sent) is looked up again once; one that fails mid-call
-        is looked up on the next call."""
+        """call(client, base) on this backend's replica: on the replica's own port (base ""), looked up
+        through the proxy when there is none yet, or through the proxy when the replica has no port this
+        backend can reach (it runs on another node than a serve command that listens on loopback). A
+        replica that cannot be reached (nothing was sent) is looked up again at once; after any other
+        failure of class 08, on the next call; through the proxy, every LOOKUP_AGAIN seconds too (Ray
+        Serve may have moved the replica to where the backend reaches it)."""
         for again in (False, True):
-            if self._replica is None:
-                url = self._proxied("address", {})["url"]
-                self._replica = RayClient(self.route, url, headers=self.client.headers, verify=self.client.verify,
-                                          serve_hint=self.client.serve_hint)
-            try:
-                return call(self._replica)
-            except RuntimeUnavailable as exc:
+            if self._replica is self.client and time.monotonic() - self._looked_up > LOOKUP_AGAIN:
                 self._replica = None
+            if self._replica is None:
+                self._looked_up = time.monotonic()
+                url = self._proxied(lambda client, base: client.post(f"{base}/address", {}))["url"]
+                self._replica = self.client if url is None else RayClient(
+                    self.route, url, headers=self.client.headers, verify=self.client.verify,
+                    serve_hint=self.client.serve_hint)
+            try:
+                if self._replica is self.client:
+                    return self._proxied(call)
+                return call(self._replica, "")
+            except PgmlError as exc:
+                if exc.sqlstate.startswith("08"):
+                    self._replica = None
                 if again or not isinstance(exc, RuntimeUnreachable):
                     raise
 
     def _post(self, op: str, payload: dict):
-        return self._on_replica(lambda replica: replica.post(f"/{op}", payload))
+        return self._on_replica(lambda client, base: client.post(f"{base}/{op}", payload))
 
     # ---------------------------------------------------------------------------------- calls
 
@@ -238,8 +254,8 @@ class RayRuntime:
 
         def first(p):
             """The stream's first line (the runtime's need for files, or the first piece)."""
-            def start(replica):
-                lines = replica.stream("/stream", p)
+            def start(client, base):
+                lines = client.stream(f"{base}/stream", p)
                 return lines, next(lines, None)
 
             lines, line = self._on_replica(start)

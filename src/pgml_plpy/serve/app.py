@@ -7,7 +7,8 @@
   rank and the classification tasks are batched continuously (replica.py), so that
   concurrent callers' inputs run together.
 - Each model replica also answers the same operations on a port of its own (`address` tells
-  which, through the proxy): a backend looks its replica up once and then calls it directly,
+  which, through the proxy; none when the serve command listens on loopback and the replica runs
+  on another machine): a backend looks its replica up once and then calls it directly,
   which saves the proxy's hop (HTTP in, a Ray call to the replica and back, HTTP out) on every
   call. Ray Serve still places, starts, restarts and removes the replicas; a backend whose
   replica went away looks it up again.
@@ -73,14 +74,18 @@ def operation(request: Request) -> str:
     return request.url.path.rstrip("/").rsplit("/", 1)[-1]
 
 
-async def listen(app, config: dict) -> str:
+async def listen(app, config: dict) -> str | None:
     """Serve the ASGI app on a port of this replica's own, with the serve command's TLS; its URL. It
-    listens on loopback when the serve command does, else on the address of the replica's node."""
+    listens on the address of the replica's node, or on loopback when the serve command does; then
+    only on the serve command's machine (None elsewhere: the replica is called through the proxy)."""
     import socket
 
     import uvicorn
 
-    host = "127.0.0.1" if config["loopback"] else ray.util.get_node_ip_address()
+    node = ray.util.get_node_ip_address()
+    if config["loopback"] and node != config["node_ip"]:
+        return None
+    host = "127.0.0.1" if config["loopback"] else node
     sock = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     tls = {"ssl_certfile": config["tls_cert"], "ssl_keyfile": config["tls_key"]} if config["tls_cert"] else {}
     server = uvicorn.Server(uvicorn.Config(app, interface="asgi3", lifespan="off", log_level="warning", access_log=False,
@@ -109,8 +114,8 @@ class Models:
         self.token = config["token_sha256"]
         self.replica = Replica(config)
         self.url = await listen(self.direct, config)
-        print(f"pgml_plpy serve: a replica of {serve.get_replica_context().app_name} answers at {self.url}",
-              flush=True)
+        where = f"at {self.url}" if self.url else "through the proxy only (another machine than the serve command's)"
+        print(f"pgml_plpy serve: a replica of {serve.get_replica_context().app_name} answers {where}", flush=True)
 
     async def direct(self, scope, receive, send) -> None:
         """A call on the replica's own port: the operation runs as through the proxy, and stops when the

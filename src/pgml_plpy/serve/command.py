@@ -154,6 +154,7 @@ def main(argv=None) -> int:
         config = {"token_sha256": token_sha256, "max_models": opts.max_models,
                   "max_model_bytes": opts.max_model_bytes, "models_cache": opts.models_cache,
                   "replica_resources": opts.replica_resources, "loopback": _loopback(opts.host),
+                  "node_ip": ray.util.get_node_ip_address(),
                   "tls_cert": opts.tls_cert and os.path.abspath(opts.tls_cert),
                   "tls_key": opts.tls_key and os.path.abspath(opts.tls_key)}
         say(f"deploying the control application at {PREFIX}")
