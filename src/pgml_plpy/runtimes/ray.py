@@ -145,6 +145,7 @@ class RayRuntime:
         self.route = route
         self.deployment = deployment_of(route.options)
         self.app = app_name(self.deployment)
+        self.base = f"{PREFIX}/m/{self.app}"  # the application's path on the proxy
         self._client: Client | None = None
         self._replica: Client | None = None  # this backend's replica on its own port, or the proxy
         self._looked_up = 0.0  # time.monotonic() of the last lookup
@@ -159,25 +160,21 @@ class RayRuntime:
                                      serve_hint=serve_hint(url))
         return self._client
 
-    def _path(self, op: str) -> str:
-        return f"{PREFIX}/m/{self.app}/{op}"
-
     def _deploy(self) -> None:
         """Have the runtime deploy this route's application (it answers once the application runs)."""
         self.client.post(f"{PREFIX}/deploy", {**self.deployment, "timeout": max(1.0, self.route.timeout - 1)})
 
     def _proxied(self, call):
-        """call(client, base) through the proxy to this route's application (base: its path), deploying it
+        """call(client, self.base) through the proxy to this route's application, deploying it
         first when the runtime does not have it (the proxy answers 404 for an application it does not know:
         new, or the runtime restarted)."""
-        base = f"{PREFIX}/m/{self.app}"
         try:
-            return call(self.client, base)
+            return call(self.client, self.base)
         except PgmlError as exc:
             if getattr(exc, "status", None) != 404:
                 raise
         self._deploy()
-        return call(self.client, base)
+        return call(self.client, self.base)
 
     def _on_replica(self, call):
         """call(client, base) on this backend's replica: on the replica's own port (base ""), looked up
@@ -304,7 +301,7 @@ class RayRuntime:
         """What the route's application reports: its loaded models, running and cancelled calls, files
         received (None: the runtime has not deployed it)."""
         try:
-            return self.client.post(self._path("state"), {})
+            return self.client.post(f"{self.base}/state", {})
         except PgmlError as exc:
             if getattr(exc, "status", None) == 404:
                 return None

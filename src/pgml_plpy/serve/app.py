@@ -88,8 +88,8 @@ async def listen(app, config: dict) -> str | None:
     host = "127.0.0.1" if config["loopback"] else node
     sock = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     tls = {"ssl_certfile": config["tls_cert"], "ssl_keyfile": config["tls_key"]} if config["tls_cert"] else {}
-    server = uvicorn.Server(uvicorn.Config(app, interface="asgi3", lifespan="off", log_level="warning", access_log=False,
-                                           timeout_keep_alive=KEEP_ALIVE, **tls))
+    server = uvicorn.Server(uvicorn.Config(app, interface="asgi3", lifespan="off", log_level="warning",
+                                           access_log=False, timeout_keep_alive=KEEP_ALIVE, **tls))
     serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     while not server.started:
         if serving.done():
