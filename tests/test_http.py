@@ -40,7 +40,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path == "/echo":
-            self._send(200, {"got": payload, "auth": self.headers.get("Authorization")})
+            self._send(200, {"got": payload, "auth": self.headers.get("Authorization"), "port": self.client_address[1]})
+        elif self.path == "/hang-up":  # answers, then closes the connection without saying so beforehand
+            self._send(200, {})
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            Handler.began[payload["id"]].set()
         elif self.path == "/pgml-error":
             self._send(400, {"error": {"message": "pgml: inputs[1] is NULL", "sqlstate": "22004", "hint": "h"}})
         elif self.path.startswith("/status/"):
@@ -98,7 +104,17 @@ def cancel_once():
 
 
 def test_json_answers_and_headers(server):
-    assert client(server).post("/echo", {"a": [1, 2]}) == {"got": {"a": [1, 2]}, "auth": "Bearer k"}
+    answer = client(server).post("/echo", {"a": [1, 2]})
+    assert answer["got"] == {"a": [1, 2]} and answer["auth"] == "Bearer k"
+
+
+def test_a_connection_is_kept_until_the_runtime_closes_it(server):
+    c = client(server)
+    first = c.post("/echo", {})["port"]
+    assert c.post("/echo", {})["port"] == first
+    c.post("/hang-up", {"id": "hang-up"})
+    assert Handler.began["hang-up"].wait(30)
+    assert c.post("/echo", {})["port"] != first  # a new connection, not an error
 
 
 def test_lines_arrive_as_they_come(server):
