@@ -123,16 +123,20 @@ _FORMATS: dict[tuple[int, str], str] = {}
 
 
 def array_literals(vectors, brackets: str = "{}") -> list[str]:
-    """Each row of a float matrix as an array literal, exact for float32 (9 significant digits).
+    """Each row of a float matrix (a numpy array, or rows of floats) as an array literal, exact for
+    float32 (9 significant digits).
 
     brackets "{}" gives REAL[] literals, "[]" pgvector's.
     """
-    rows, dim = vectors.shape
+    rows = vectors.tolist() if hasattr(vectors, "tolist") else vectors
+    if not rows:
+        return []
+    dim = len(rows[0])
     fmt = _FORMATS.get((dim, brackets))
     if fmt is None:
         fmt = _FORMATS[(dim, brackets)] = brackets[0] + ",".join(["%.9g"] * dim) + brackets[1]
     literals = []
-    for row in vectors.tolist():
+    for row in rows:
         literals.append(fmt % tuple(row))
         interrupts.check()  # at most every CHECK_INTERVAL: thousands of rows take a while
     return literals

@@ -73,7 +73,8 @@ class Runtime(Protocol):
         """Text pieces of one generation as they come; closing the iterator stops the work."""
 
     def embed(self, request: EmbedRequest):
-        """A float32 numpy array of shape (len(texts), dimensions), rows in input order."""
+        """The embeddings, rows in input order: a float32 numpy array of shape (len(texts), dimensions), or
+        rows of floats from a runtime that returns float32 values (no numpy to import in the backend)."""
 
     def rank(self, request: RankRequest) -> list[tuple[int, float, str | None]]:
         """(corpus_id, score, text) of the documents, best first."""

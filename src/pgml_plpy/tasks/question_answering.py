@@ -10,8 +10,6 @@ object for one input and top_k 1, lists otherwise).
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import InvalidParameter, NotSupported
 from .base import ModelTask, Stages, batches, positive_int, split_args
 
@@ -27,6 +25,8 @@ def _int(args, name, default):
 
 def decode_spans(start, end, top_k, max_answer_len, undesired):
     """The top_k (start, end, score) spans with start <= end < start + max_answer_len."""
+    import numpy as np  # here, not at the top: every settings read imports the task registry
+
     outer = np.matmul(start[:, None], end[None, :])
     candidates = np.tril(np.triu(outer), max_answer_len - 1)
     flat = candidates.flatten()
@@ -48,6 +48,8 @@ def decode_spans(start, end, top_k, max_answer_len, undesired):
 
 
 def _softmax(logits):
+    import numpy as np
+
     exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return exp / exp.sum()
 
@@ -100,6 +102,8 @@ class QuestionAnsweringTask(ModelTask):
 
     def encode(self, item, max_seq_len, doc_stride, padding):
         """The tokenized chunks of one example, with the mask of tokens that cannot be answers."""
+        import numpy as np
+
         question_first = self.tokenizer.padding_side == "right"
         question, context = item["question"], item["context"]
         encoded = self.tokenizer(
@@ -137,6 +141,8 @@ class QuestionAnsweringTask(ModelTask):
 
     def postprocess(self, model_outputs, top_k, handle_impossible, max_answer_len, align_to_words):
         """The input's answers: one object for top_k 1, a list otherwise."""
+        import numpy as np
+
         item, spans, logits = model_outputs["item"], model_outputs["spans"], model_outputs["logits"]
         context = item["context"]
         question_first = self.tokenizer.padding_side == "right"
