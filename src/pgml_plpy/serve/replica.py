@@ -140,6 +140,8 @@ class Replica:
             event.set()
             self.cancelled += 1
             await asyncio.wait([future])
+            if not future.cancelled():
+                future.exception()  # retrieved (the work's own Cancelled): no "never retrieved" traceback
             raise
         finally:
             self.running -= 1
