@@ -71,7 +71,9 @@ def process_name(pid: int, serve_pid: int) -> str:
         return "?"
     if args[0].startswith("ray::"):
         return args[0][len("ray::"):]
-    return os.path.basename(next((a for a in args[1:] if a.endswith(".py")), args[0]))
+    if "python" in os.path.basename(args[0]):  # a Ray script: its file's name
+        return os.path.basename(next((a for a in args[1:] if a.endswith(".py")), args[0]))
+    return os.path.basename(args[0])
 
 
 def heavy(conn) -> bool:
