@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 import tiny_models as tm
@@ -477,6 +478,15 @@ def test_tuned_models_are_served_by_project_name(admin, connect, routes, runtime
 
 
 # ------------------------------------------------------------------------------------ the command
+
+
+def test_the_serve_command_answers_http_itself(runtime):
+    """Its own process listens on the port: no Ray Serve HTTP proxy actor, no control replica."""
+    port = int(runtime.url.rsplit(":", 1)[1])
+    assert [c for c in psutil.Process(runtime.proc.pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    processes = runtime.leftovers()  # every process it started that runs
+    assert not [p for p in processes if "ProxyActor" in p or ":Control" in p], processes
 
 
 @pytest.mark.parametrize("args, message", [
