@@ -44,7 +44,7 @@ from .replica import error_body
 MAX_ONGOING = 256          # requests a replica takes at once (they queue per model inside)
 # Serve's own logs: warnings only, and no access log line per request (a measurable cost per call).
 LOGGING = {"log_level": "WARNING", "enable_access_log": False}
-# The HTTP servers keep idle connections longer than a backend's client does (httpx: 5 s), so
+# The HTTP servers keep idle connections longer than a backend's client does (http.KEEP_IDLE), so
 # that the backend, not the server, closes an idle one: never one that a new call is just using.
 KEEP_ALIVE = 90
 NDJSON = "application/x-ndjson"
