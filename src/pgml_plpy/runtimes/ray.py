@@ -42,7 +42,7 @@ POLICY = ("hub_downloads", "huggingface_cache", "huggingface_trust_remote_code",
 DEFAULT_DEPLOYMENT = {"replicas": 1, "num_cpus": 1, "num_gpus": 0}
 PART_BYTES = 64 << 20        # raw bytes of model parts sent in one request at most
 PREFIX = "/pgml"             # the serve command's paths; model applications' under PREFIX/m/<name>
-LOOKUP_AGAIN = 10.0          # seconds after which a backend calling through the serve command looks its replica up again
+LOOKUP_AGAIN = 10.0          # seconds after which a backend calling through the serve command looks up again
 
 
 # ------------------------------------------------------------------------------------ wire format
