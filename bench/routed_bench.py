@@ -7,6 +7,7 @@ all-MiniLM-L6-v2, one throwaway PostgreSQL, the serve command on loopback. Print
   - 8 concurrent clients each calling pgml.embed with one short text, rounds alternating between the
     modes: calls per second, and the total PSS of the 8 backends plus (routed) every process of the
     runtime;
+  - the runtime's processes, each with its PSS;
   - the memory one more connection adds (its backend's PSS once it has called pgml.embed).
 In-backend calls run at their best here: torch_threads 1 per backend (several backends share the
 cores); the runtime's replica runs torch with the route's num_cpus threads (--cpus, default 1).
@@ -59,6 +60,20 @@ def cmdline(pid: int) -> str:
             return fh.read().replace(bytes(1), b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def process_name(pid: int, serve_pid: int) -> str:
+    """A short name for one of the runtime's processes: its Ray actor or task (ray::...), else its program."""
+    if pid == serve_pid:
+        return "serve command"
+    args = cmdline(pid).split()
+    if not args:
+        return "?"
+    if args[0].startswith("ray::"):
+        return args[0][len("ray::"):]
+    if "python" in os.path.basename(args[0]):  # a Ray script: its file's name
+        return os.path.basename(next((a for a in args[1:] if a.endswith(".py")), args[0]))
+    return os.path.basename(args[0])
 
 
 def heavy(conn) -> bool:
@@ -134,7 +149,7 @@ def main() -> int:
             found = {"backends": backend_pids[routed]}
             for pid in serve._session_pids() if routed else []:
                 name = cmdline(pid)
-                part = ("runtime: proxy" if "ProxyActor" in name else
+                part = ("runtime: serve command" if pid == serve.proc.pid else
                         "runtime: model replica" if ":Models" in name else "runtime: the rest of Ray")
                 found.setdefault(part, []).append(pid)
             return found
@@ -184,7 +199,9 @@ def main() -> int:
 
         backends = {k: sum(pss_mb(c.execute("SELECT pg_backend_pid()").fetchone()[0]) for c in pools[k])
                     for k in pools}
-        runtime_pss = sum(pss_mb(pid) for pid in serve._session_pids())
+        processes = sorted(((process_name(pid, serve.proc.pid), pss_mb(pid)) for pid in serve._session_pids()),
+                           key=lambda p: -p[1])
+        runtime_pss = sum(mb for _, mb in processes)
         total = {False: backends[False], True: backends[True] + runtime_pss}
         per_connection = {k: statistics.median(v) for k, v in backend_pss.items()}
         for c in pools[False] + pools[True]:
@@ -209,6 +226,7 @@ def main() -> int:
     print(f"  total PSS in-backend {total[False]:7.0f} MB ({opts.clients} backends); routed {total[True]:7.0f} MB "
           f"({opts.clients} backends {backends[True]:.0f} MB + runtime {runtime_pss:.0f} MB) "
           f"-> routed / in-backend {total[True] / total[False]:.2f}")
+    print(f"  the runtime's processes (PSS): {', '.join(f'{name} {mb:.0f} MB' for name, mb in processes)}")
     print(f"  each extra connection adds: in-backend {per_connection[False]:.0f} MB, routed "
           f"{per_connection[True]:.0f} MB")
     return 0

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 import tiny_models as tm
@@ -146,6 +147,16 @@ def state(conn, app="pgml-r1-c1-g0"):
     return json.loads(seen[-1])
 
 
+def through_the_serve_command(conn, app="pgml-r1-c1-g0") -> None:
+    """Have this backend call its replica through the serve command's port, as it calls a replica it
+    cannot reach on the replica's own port (on another node than a serve command on loopback)."""
+    conn.execute("SELECT pgml._activate()")
+    code = ("from pgml_plpy.server import _settings\nfrom pgml_plpy.runtimes import runtime_of\n"
+            f"runtime = [runtime_of(r) for r in _settings(plpy).runtimes if runtime_of(r).app == {app!r}][0]\n"
+            "runtime._replica, runtime._looked_up = runtime.client, float('inf')")
+    conn.execute(f"DO $$\n{code}\n$$ LANGUAGE plpython3u")
+
+
 def qa(question, context):
     return json.dumps({"question": question, "context": context})
 
@@ -249,7 +260,7 @@ def test_concurrent_callers_are_batched(db, routed, connect):
     for w in workers:
         w.join()
     assert state(conns[0])["largest_batch"] > 1, "no two callers' texts ever ran together"
-    # the calls went to the replica's own port, not through Serve's proxy
+    # the calls went to the replica's own port, not through the serve command
     assert state(conns[0])["direct"] - direct >= 5 * len(conns)
     for t, vector in alone.items():
         same(got[t], vector, rel=0, abs=1e-5)
@@ -286,6 +297,29 @@ def test_a_cancel_stops_the_work_in_the_runtime(how, connect, routed, models):
     assert one(c, "SELECT pgml.transform(%s, %s, ARRAY['The cat'])", (gpt, Jsonb(GREEDY)))
 
 
+def test_calls_through_the_serve_command_stream_and_stop_when_cancelled(connect, routed, models):
+    c, watcher = connect(), connect()
+    gpt = task("text-generation", long_gpt2_folder(models))
+    query = "SELECT pgml.transform(%s, %s, ARRAY['The cat'])"
+    expected = one(watcher, query, (gpt, Jsonb(GREEDY)))
+    through_the_serve_command(c)
+    direct = state(watcher)["direct"]
+    assert one(c, query, (gpt, Jsonb(GREEDY))) == expected
+    with c.transaction():
+        c.execute("DECLARE s CURSOR FOR SELECT pgml.transform_stream(%s, %s, 'The cat')", (gpt, Jsonb(LONG)))
+        assert len(c.execute("FETCH 2 FROM s").fetchall()) == 2
+        assert state(watcher)["running"] >= 1  # still generating: the first rows came before the end
+        c.execute("CLOSE s")
+    eventually(lambda: state(watcher)["running"] == 0, 60, 0.1, "the closed stream's generation stopping")
+    cancelled = state(watcher)["cancelled"]
+    c.execute("SET statement_timeout = '2s'")
+    assert sql_error(c, query, (gpt, Jsonb(LONG))).sqlstate == "57014"
+    eventually(lambda: state(watcher)["running"] == 0, 60, 0.05, "the cancelled generation stopping")
+    assert state(watcher)["cancelled"] > cancelled
+    c.execute("RESET statement_timeout")
+    assert state(watcher)["direct"] == direct, "a call went to the replica's own port"
+
+
 def test_failures_are_one_error_of_class_08_with_the_serve_command(connect, routes, runtime, secrets, models):
     c = connect()
     routes([{"model": "*", "runtime": "ray", "url": f"http://127.0.0.1:{free_port()}"}])
@@ -312,10 +346,13 @@ def test_failures_are_one_error_of_class_08_with_the_serve_command(connect, rout
         os.chmod(secrets["wrong"], 0o600)
 
 
-def test_a_replica_that_dies_mid_call_leaves_the_backend_usable(connect, routed, models):
+@pytest.mark.parametrize("path", ["own port", "serve command"])
+def test_a_replica_that_dies_mid_call_leaves_the_backend_usable(path, connect, routed, models):
     c, watcher = connect(), connect()
     gpt = task("text-generation", long_gpt2_folder(models))
     one(c, "SELECT pgml.transform(%s, %s, ARRAY['warm'])", (gpt, Jsonb(GREEDY)))
+    if path == "serve command":
+        through_the_serve_command(c)
     pid = state(watcher)["pid"]
     threading.Timer(2, lambda: os.kill(pid, 9)).start()
     err = sql_error(c, "SELECT pgml.transform(%s, %s, ARRAY['The cat'])", (gpt, Jsonb(LONG)))
@@ -441,6 +478,15 @@ def test_tuned_models_are_served_by_project_name(admin, connect, routes, runtime
 
 
 # ------------------------------------------------------------------------------------ the command
+
+
+def test_the_serve_command_answers_http_itself(runtime):
+    """Its own process listens on the port: no Ray Serve HTTP proxy actor, no control replica."""
+    port = int(runtime.url.rsplit(":", 1)[1])
+    assert [c for c in psutil.Process(runtime.proc.pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    processes = runtime.leftovers()  # every process it started that runs
+    assert not [p for p in processes if "ProxyActor" in p or ":Control" in p], processes
 
 
 @pytest.mark.parametrize("args, message", [

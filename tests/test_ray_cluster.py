@@ -6,7 +6,7 @@ workers with it: one on the serve command's address (127.0.0.1), one on another 
 as another machine would be). The replica lands on a worker and answers SQL calls; that node is
 killed (every process of it, as a machine that dies), and the calls are answered again once Ray
 Serve has started the replica on the other worker. The serve command listens on loopback, so a
-replica on 127.0.0.1 is called on its own port and one on 127.0.0.2 through the proxy: the test
+replica on 127.0.0.1 is called on its own port and one on 127.0.0.2 through the serve command: the test
 sees both, in one order or the other.
 """
 
@@ -122,7 +122,7 @@ def test_a_replica_on_another_node_is_rescheduled_when_its_node_goes(nodes, conn
             found = state(c)
             holder = [w for w in workers if w.holds(found["pid"])]
             assert len(holder) == 1, "the replica is not on a worker with the resource (the head has none)"
-            # on its own port where the serve command's loopback reaches it, else through the proxy
+            # on its own port where the serve command's loopback reaches it, else through the serve command
             assert (found["direct"] > 0) == (holder[0].ip == "127.0.0.1"), (holder[0].ip, found)
             other = workers[1 - workers.index(holder[0])]
             holder[0].kill()

@@ -8,11 +8,12 @@ sides share, and imports nothing heavy: a backend whose calls all go to routes n
 imports torch or transformers.
 
 The runtime keeps one Ray Serve application per deployment shape (replicas, num_cpus,
-num_gpus of the route), deployed on the first call that needs it. A backend asks Serve's
-proxy once which replica serves it (the proxy spreads backends over the replicas) and then
-calls that replica on its own port: one hop instead of three per call. A replica that cannot
-be reached any more (restarted, moved to another node) is looked up again; one without a
-port the backend can reach is called through the proxy. Tuned models travel as
+num_gpus of the route), deployed on the first call that needs it. A backend asks the serve
+command once which replica serves it (Serve's handle there spreads backends over the
+replicas) and then calls that replica on its own port: one hop instead of three per call. A
+replica that cannot be reached any more (restarted, moved to another node) is looked up
+again; one without a port the backend can reach is called through the serve command, which
+passes each call to it through Ray Serve. Tuned models travel as
 files: the backend sends the manifest (paths and part checksums), the runtime answers with
 the parts it lacks ("need"), and the backend reads those from pgml.files with the caller's
 rights, checks them and sends them once.
@@ -43,8 +44,8 @@ POLICY = ("hub_downloads", "huggingface_cache", "huggingface_trust_remote_code",
           "max_inputs", "max_input_chars", "max_new_tokens", "max_sequences")
 DEFAULT_DEPLOYMENT = {"replicas": 1, "num_cpus": 1, "num_gpus": 0}
 PART_BYTES = 64 << 20        # raw bytes of model parts sent in one request at most
-PREFIX = "/pgml"             # the control application; model applications live under PREFIX/m/<name>
-LOOKUP_AGAIN = 10.0          # seconds after which a backend calling through the proxy looks its replica up again
+PREFIX = "/pgml"             # the serve command's paths; model applications' under PREFIX/m/<name>
+LOOKUP_AGAIN = 10.0          # seconds after which a backend calling through the serve command looks up again
 
 
 # ------------------------------------------------------------------------------------ wire format
@@ -140,8 +141,8 @@ def read_token(route) -> str | None:
 
 class RayClient(Client):
     def http_error(self, status: int, body: bytes) -> PgmlError:
-        """The runtime answers its own errors with a SQLSTATE; a 5xx without one comes from Ray Serve's proxy
-        (the replica died or cannot be reached): the runtime failed mid-call."""
+        """The runtime answers its own errors with a SQLSTATE; a 5xx without one comes from the serve command
+        (the replica it passed the call to died or cannot be reached): the runtime failed mid-call."""
         if status >= 500 and _error_fields(body)[1] is None:
             error = self.unavailable(f"failed mid-call (HTTP {status}: {_error_fields(body)[0]})")
             error.status = status
@@ -156,9 +157,9 @@ class RayRuntime:
         self.route = route
         self.deployment = deployment_of(route.options)
         self.app = app_name(self.deployment)
-        self.base = f"{PREFIX}/m/{self.app}"  # the application's path on the proxy
+        self.base = f"{PREFIX}/m/{self.app}"  # the application's path on the serve command
         self._client: Client | None = None
-        self._replica: Client | None = None  # this backend's replica on its own port, or the proxy
+        self._replica: Client | None = None  # this backend's replica on its own port, or the serve command
         self._looked_up = 0.0  # time.monotonic() of the last lookup
 
     @property
@@ -176,9 +177,9 @@ class RayRuntime:
         self.client.post(f"{PREFIX}/deploy", {**self.deployment, "timeout": max(1.0, self.route.timeout - 1)})
 
     def _proxied(self, call):
-        """call(client, self.base) through the proxy to this route's application, deploying it
-        first when the runtime does not have it (the proxy answers 404 for an application it does not know:
-        new, or the runtime restarted)."""
+        """call(client, self.base) through the serve command to this route's application, deploying it
+        first when the runtime does not have it (the serve command answers 404 for an application that does
+        not run: new, or the runtime restarted)."""
         try:
             return call(self.client, self.base)
         except PgmlError as exc:
@@ -189,11 +190,11 @@ class RayRuntime:
 
     def _on_replica(self, call):
         """call(client, base) on this backend's replica: on the replica's own port (base ""), looked up
-        through the proxy when there is none yet, or through the proxy when the replica has no port this
-        backend can reach (it runs on another node than a serve command that listens on loopback). A
-        replica that cannot be reached (nothing was sent) is looked up again at once; after any other
-        failure of class 08, on the next call; through the proxy, every LOOKUP_AGAIN seconds too (Ray
-        Serve may have moved the replica to where the backend reaches it)."""
+        through the serve command when there is none yet, or through the serve command when the replica has
+        no port this backend can reach (it runs on another node than a serve command that listens on
+        loopback). A replica that cannot be reached (nothing was sent) is looked up again at once; after
+        any other failure of class 08, on the next call; through the serve command, every LOOKUP_AGAIN
+        seconds too (Ray Serve may have moved the replica to where the backend reaches it)."""
         for again in (False, True):
             if self._replica is self.client and time.monotonic() - self._looked_up > LOOKUP_AGAIN:
                 self._replica = None
@@ -324,7 +325,7 @@ class RayRuntime:
         return (state or {}).get("loaded", []), f"ray {self.client.base_url} {self.app}"
 
     def check(self, route, settings: Settings) -> str:
-        """Reachable and authenticated (the control application's health), and the route's model
+        """Reachable and authenticated (the serve command's health), and the route's model
         answering when the route names one model (a glob names none)."""
         health = self.client.post(f"{PREFIX}/health", {})
         found = (f"{self.client.base_url}: pgml_plpy {health.get('version')} on Ray {health.get('ray')}, "

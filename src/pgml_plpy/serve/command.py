@@ -4,16 +4,20 @@
     python -m pgml_plpy.serve --port 8443 --host 10.0.0.5 --token-file /etc/pgml/token \\
         --tls-cert /etc/pgml/cert.pem --tls-key /etc/pgml/key.pem --address ray-head:6379
 
-Starts a local Ray (or joins the cluster given by --address / RAY_ADDRESS), deploys the
-pgml_plpy control application on Ray Serve's HTTP proxy at HOST:PORT, prints a line with
-"ready" once it accepts calls, and runs until SIGTERM or SIGINT; then it stops what it
-started (the local Ray, or on a joined cluster its own applications, and Serve when it
-started Serve). Model applications are deployed on the first call that routes to them.
+Starts a local Ray (or joins the cluster given by --address / RAY_ADDRESS) and Ray Serve
+without its HTTP proxy, serves HTTP at HOST:PORT itself (app.Front: health, deploying the
+model applications, and calls passed to their replicas through Serve's deployment handles),
+prints a line with "ready" once it accepts calls, and runs until SIGTERM or SIGINT; then it
+stops its HTTP server and what it started (the local Ray, or on a joined cluster its own
+applications, and Serve when it started Serve). Model applications are deployed on the
+first call that routes to them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import hashlib
 import ipaddress
 import json
@@ -124,8 +128,7 @@ def main(argv=None) -> int:
     from ray import serve
     from ray.serve.config import ProxyLocation
 
-    from ..runtimes.ray import PREFIX
-    from .app import LOGGING, Control
+    from .app import LOGGING, Front, listen
 
     stop = threading.Event()
     address = opts.address or os.environ.get("RAY_ADDRESS") or None
@@ -145,30 +148,60 @@ def main(argv=None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     started_serve = local or not _serve_running()
+    http = None
     try:
-        scheme = "https" if opts.tls_cert else "http"
-        http = {"host": opts.host, "port": opts.port}
-        if opts.tls_cert:
-            http.update(ssl_certfile=opts.tls_cert, ssl_keyfile=opts.tls_key)
-        serve.start(http_options=http, proxy_location=ProxyLocation.HeadOnly, logging_config=LOGGING)
+        # No proxy: this process answers HTTP itself and reaches the replicas through handles.
+        serve.start(proxy_location=ProxyLocation.Disabled, logging_config=LOGGING)
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # deploys: this command says what it does
         config = {"token_sha256": token_sha256, "max_models": opts.max_models,
                   "max_model_bytes": opts.max_model_bytes, "models_cache": opts.models_cache,
                   "replica_resources": opts.replica_resources, "loopback": _loopback(opts.host),
                   "node_ip": ray.util.get_node_ip_address(),
                   "tls_cert": opts.tls_cert and os.path.abspath(opts.tls_cert),
                   "tls_key": opts.tls_key and os.path.abspath(opts.tls_key)}
-        say(f"deploying the control application at {PREFIX}")
-        serve.run(Control.bind(config), name="pgml", route_prefix=PREFIX, logging_config=LOGGING)
+        try:
+            http = _Http(listen(Front(config), opts.host, opts.port, config["tls_cert"], config["tls_key"]))
+        except OSError as exc:  # the port taken, a certificate that cannot be read
+            say(f"cannot serve HTTP at {opts.host}:{opts.port}: {exc}")
+            return 1
         session = ray._private.worker.global_worker.node.get_session_dir_path()
         say(f"Ray session {session}")
-        say(f"ready at {scheme}://{opts.host}:{opts.port} (routes: {{\"runtime\": \"ray\", \"url\": "
-            f"\"{scheme}://{opts.host}:{opts.port}\"}})")
+        say(f"ready at {http.url} (routes: {{\"runtime\": \"ray\", \"url\": \"{http.url}\"}})")
         while not stop.wait(1.0):
-            pass
+            if not http.thread.is_alive():
+                say("the HTTP server stopped")
+                return 1
         say("stopping")
     finally:
+        if http is not None:
+            http.stop()
         _stop(serve, ray, started_serve)
     return 0
+
+
+class _Http:
+    """The serve command's HTTP server, running in a thread of its own with its own event loop
+    (the main thread waits for signals); started by the listen() coroutine given."""
+
+    def __init__(self, listening):
+        started = concurrent.futures.Future()
+
+        async def run():
+            try:
+                self.server, serving, self.url = await listening
+            except BaseException as exc:  # noqa: BLE001 - raised in the main thread
+                started.set_exception(exc)
+                return
+            started.set_result(None)
+            await serving
+
+        self.thread = threading.Thread(target=asyncio.run, args=(run(),), name="pgml_plpy http", daemon=True)
+        self.thread.start()
+        started.result()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
 
 
 def _serve_running() -> bool:
@@ -190,7 +223,7 @@ def _stop(serve, ray, started_serve: bool) -> None:
             serve.shutdown()
         else:
             for name in list(serve.status().applications):
-                if name == "pgml" or name.startswith("pgml-"):
+                if name.startswith("pgml-"):
                     serve.delete(name)
     finally:
         ray.shutdown()

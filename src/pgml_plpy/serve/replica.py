@@ -110,7 +110,7 @@ class Replica:
         self.cancelled = 0
         self.largest_batch = 0
         self.batches = self.batched = 0  # runs of grouped calls, and the calls they served
-        self.direct = 0  # calls on the replica's own port (not through the proxy)
+        self.direct = 0  # calls on the replica's own port (not through the serve command)
         self.announced: set[str] = set()
 
     def settings(self, payload: dict):
@@ -140,6 +140,8 @@ class Replica:
             event.set()
             self.cancelled += 1
             await asyncio.wait([future])
+            if not future.cancelled():
+                future.exception()  # retrieved (the work's own Cancelled): no "never retrieved" traceback
             raise
         finally:
             self.running -= 1
@@ -274,26 +276,27 @@ class Replica:
 
     # ----------------------------------------------------------------------------------- others
 
-    async def stream(self, payload: dict):
-        """Lines of JSON: {"need": [...]} first when files are missing, else {"piece": text} as they are
-        generated, or {"error": {...}} (before the first piece or mid-stream)."""
+    async def stream(self, body: bytes):
+        """For a request's JSON body, lines of JSON (bytes): {"need": [...]} first when files are missing,
+        else {"piece": text} as they are generated, or {"error": {...}} (before the first piece or
+        mid-stream)."""
         end = object()
         try:
-            request = await self.prepared(payload)
+            request = await self.prepared(json.loads(body))
             if isinstance(request, list):
-                yield json.dumps({"need": request}) + "\n"
+                yield json.dumps({"need": request}).encode() + b"\n"
                 return
             async with self.locks[request.model]:
                 pieces = await self.thread(lambda: BACKEND.transform_stream(request))
                 try:
                     while (piece := await self.thread(lambda: next(pieces, end))) is not end:
-                        yield json.dumps({"piece": piece}) + "\n"
+                        yield json.dumps({"piece": piece}).encode() + b"\n"
                 finally:
                     await self.thread(pieces.close)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - reported to the caller as the stream's last line
-            yield json.dumps(error_body(exc, "transform_stream")) + "\n"
+            yield json.dumps(error_body(exc, "transform_stream")).encode() + b"\n"
 
     def check(self, payload: dict) -> str:
         """The route's model answering (run in a worker thread)."""
