@@ -266,6 +266,49 @@ def test_concurrent_callers_are_batched(db, routed, connect):
         same(got[t], vector, rel=0, abs=1e-5)
 
 
+def test_callers_that_call_again_join_the_calls_that_waited(tmp_path, monkeypatch):
+    """Continuous batching without cohorts: 4 callers whose run is answered call again, and run with
+    the 4 calls that waited for that run, not in turns of 4 (the wait is long here: the queue filling
+    up, not the clock, ends it)."""
+    import asyncio
+    from collections import namedtuple
+
+    from pgml_plpy.cache import MODELS
+    from pgml_plpy.serve import replica
+
+    for name in ("max_models", "max_bytes"):
+        monkeypatch.setattr(MODELS, name, getattr(MODELS, name))  # the Replica sets the caps: restored after
+    monkeypatch.setattr(replica, "GATHER", 1e6)
+    monkeypatch.setattr(replica, "GATHER_MAX", 60.0)
+    runtime = replica.Replica({"torch_threads": 1, "max_models": 8, "max_model_bytes": None,
+                               "models_cache": str(tmp_path)})
+    Item = namedtuple("Item", "model n")
+    sizes, release = [], threading.Event()
+
+    def run(items):
+        sizes.append(len(items))
+        if len(sizes) == 1:
+            assert release.wait(60)
+        return [item.n for item in items]
+
+    async def caller(n: int, times: int) -> None:
+        for _ in range(times):
+            assert await runtime.batch(Item("m", n), "key", run) == n
+
+    async def main() -> None:
+        looping = [asyncio.ensure_future(caller(n, 2)) for n in range(4)]
+        while not sizes:
+            await asyncio.sleep(0.01)
+        waiting = [asyncio.ensure_future(caller(n, 1)) for n in range(4, 8)]
+        while len(runtime.queues["key"]) < 4:
+            await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(*looping, *waiting)
+
+    asyncio.run(main())
+    assert sizes == [4, 8]
+
+
 def test_stream_pieces_arrive_as_generated_and_closing_stops_the_work(connect, routed, models):
     c = connect()
     gpt = task("text-generation", long_gpt2_folder(models))
