@@ -9,8 +9,8 @@ line).
 
 HTTP/1.1 itself is h11's, the protocol engine under httpx, over the standard library's
 sockets and TLS: with httpx's asyncio client on an event loop driven in slices, a routed
-pgml.embed cost its backend 3.3 ms of CPU and the backend held 40 MB PSS; this way 2.0 ms
-and 27 MB (bench/routed_bench.py). Connections are kept for the next call while they are idle for less
+pgml.embed cost its backend 3.3 ms of CPU and importing httpx 13 MB of its PSS; this way
+1.5 ms (bench/routed_bench.py, docs/scaling.md). Connections are kept for the next call while they are idle for less
 than KEEP_IDLE seconds (under the 5 s that uvicorn and most servers keep theirs), and one
 that the runtime has closed is not used again.
 
