@@ -235,6 +235,8 @@ class Replica:
                     answers = [exc] * len(group)
                 ended = time.monotonic()
                 self.callers[key] = (len(group) + len(queue), ended - started, ended)
+                if len(self.callers) > MAX_BATCH:  # keys of calls' options that no longer come: forgotten
+                    self.callers = {k: v for k, v in self.callers.items() if ended - v[2] <= v[1]}
                 for (_, future), answer in zip(group, answers):
                     if future.done():
                         continue
