@@ -117,6 +117,17 @@ def test_a_connection_is_kept_until_the_runtime_closes_it(server):
     assert c.post("/echo", {})["port"] != first  # a new connection, not an error
 
 
+def test_post_all_answers_in_order_a_bounded_number_at_a_time(server, monkeypatch):
+    from pgml_plpy.runtimes import http
+
+    monkeypatch.setattr(http, "AT_ONCE", 2)
+    answers = client(server).post_all("/echo", [{"n": n} for n in range(5)])
+    assert [a["got"]["n"] for a in answers] == [0, 1, 2, 3, 4]
+    with pytest.raises(Exception) as info:
+        client(server).post_all("/pgml-error", [{}, {}, {}])
+    assert info.value.sqlstate == "22004"
+
+
 def test_lines_arrive_as_they_come(server):
     c = client(server)
     started = time.monotonic()

@@ -43,6 +43,8 @@ SLICE = 0.05      # seconds a call waits for its socket between interrupt checks
 KEEP_IDLE = 4.0   # seconds an idle connection is kept for the next call (under the 5 s that servers keep)
 MAX_IDLE = 16     # idle connections kept per runtime
 RECEIVE = 1 << 16  # bytes read at once
+AT_ONCE = 100     # requests of one post_all running at once (httpx's connection pool allowed as many)
+_END = object()
 
 
 class RuntimeUnavailable(PgmlError):
@@ -157,17 +159,21 @@ class Client:
         return self._json(*self._call("GET", path))
 
     def post_all(self, path: str, payloads: list) -> list:
-        """POST each payload as JSON, all at once (one connection each); the decoded answers in the
-        payloads' order. The first failure closes the calls still running; the route's timeout bounds
-        them together."""
+        """POST each payload as JSON, up to AT_ONCE at a time (one connection each); the decoded answers
+        in the payloads' order. The first failure closes the calls still running; the route's timeout
+        bounds them together."""
         deadline = time.monotonic() + self.route.timeout
-        started = []
+        pending, running, answers = iter(payloads), [], []
         try:
-            for payload in payloads:
-                started.append(self._start("POST", path, payload, deadline))
-            return [self._json(*self._answer(conn, deadline)) for conn in started]
+            while True:
+                while len(running) < AT_ONCE and (payload := next(pending, _END)) is not _END:
+                    running.append(self._start("POST", path, payload, deadline))
+                if not running:
+                    return answers
+                answers.append(self._json(*self._answer(running[0], deadline)))
+                running.pop(0)
         finally:
-            for conn in started:
+            for conn in running:
                 if conn not in self._idle:
                     conn.close()
 
