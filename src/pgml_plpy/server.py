@@ -136,10 +136,19 @@ def _superuser(db) -> bool:
     return db.execute("SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user")[0]["rolsuper"]
 
 
+_last_settings: tuple | None = None  # (rows, superuser, Settings) of the last read
+
+
 def _settings(db) -> Settings:
-    """The settings for the calling role, with the model cache's caps applied to this backend."""
-    rows = db.execute("SELECT name, value::text AS value FROM pgml.settings")
-    settings = from_rows(((row["name"], row["value"]) for row in rows), superuser=_superuser(db))
+    """The settings for the calling role, with the model cache's caps applied to this backend. Rows
+    read as the last call read them are not parsed again (a routed call's largest cost after its HTTP)."""
+    global _last_settings
+    rows = tuple((row["name"], row["value"]) for row in db.execute("SELECT name, value::text AS value "
+                                                                    "FROM pgml.settings"))
+    superuser = _superuser(db)
+    if _last_settings is None or _last_settings[:2] != (rows, superuser):
+        _last_settings = (rows, superuser, from_rows(rows, superuser=superuser))
+    settings = _last_settings[2]
     MODELS.limit(settings.max_models, settings.max_model_bytes)
     return settings
 
