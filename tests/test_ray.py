@@ -305,7 +305,7 @@ def test_callers_that_call_again_join_the_calls_that_waited(tmp_path, monkeypatc
         release.set()
         await asyncio.gather(*looping, *waiting)
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 60))  # a failure, not a hang
     assert sizes == [4, 8]
 
 
