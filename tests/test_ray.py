@@ -266,6 +266,28 @@ def test_concurrent_callers_are_batched(db, routed, connect):
         same(got[t], vector, rel=0, abs=1e-5)
 
 
+def new_replica(tmp_path, monkeypatch, environ=None):
+    """A Replica made in this process (with environ as the environment, default this process's); the
+    process-wide state it sets (the model cache's caps, the environment) is restored after the test."""
+    from pgml_plpy.cache import MODELS
+    from pgml_plpy.serve import replica
+
+    for name in ("max_models", "max_bytes"):
+        monkeypatch.setattr(MODELS, name, getattr(MODELS, name))
+    monkeypatch.setattr(os, "environ", dict(os.environ if environ is None else environ))
+    return replica.Replica({"torch_threads": 1, "max_models": 8, "max_model_bytes": None,
+                            "models_cache": str(tmp_path)})
+
+
+def test_replica_openmp_threads_spin_briefly_unless_the_operator_says(tmp_path, monkeypatch):
+    from pgml_plpy.serve import replica
+
+    new_replica(tmp_path, monkeypatch, environ={})
+    assert os.environ["GOMP_SPINCOUNT"] == replica.SPIN
+    new_replica(tmp_path, monkeypatch, environ={"GOMP_SPINCOUNT": "500"})
+    assert os.environ["GOMP_SPINCOUNT"] == "500"
+
+
 def test_callers_that_call_again_join_the_calls_that_waited(tmp_path, monkeypatch):
     """Continuous batching without cohorts: 4 callers whose run is answered call again, and run with
     the 4 calls that waited for that run, not in turns of 4 (the wait is long here: the queue filling
@@ -273,15 +295,11 @@ def test_callers_that_call_again_join_the_calls_that_waited(tmp_path, monkeypatc
     import asyncio
     from collections import namedtuple
 
-    from pgml_plpy.cache import MODELS
     from pgml_plpy.serve import replica
 
-    for name in ("max_models", "max_bytes"):
-        monkeypatch.setattr(MODELS, name, getattr(MODELS, name))  # the Replica sets the caps: restored after
     monkeypatch.setattr(replica, "GATHER", 1e6)
     monkeypatch.setattr(replica, "GATHER_MAX", 60.0)
-    runtime = replica.Replica({"torch_threads": 1, "max_models": 8, "max_model_bytes": None,
-                               "models_cache": str(tmp_path)})
+    runtime = new_replica(tmp_path, monkeypatch)
     Item = namedtuple("Item", "model n")
     sizes, release = [], threading.Event()
 
