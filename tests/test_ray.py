@@ -288,6 +288,20 @@ def test_replica_openmp_threads_spin_briefly_unless_the_operator_says(tmp_path, 
     assert os.environ["GOMP_SPINCOUNT"] == "500"
 
 
+def test_replica_builds_settings_once_per_policy(tmp_path, monkeypatch):
+    from pgml_plpy.runtimes.ray import policy
+    from pgml_plpy.settings import Settings
+
+    runtime = new_replica(tmp_path, monkeypatch)
+    first = {"policy": json.loads(json.dumps(policy(Settings())))}
+    other = {"policy": {**first["policy"], "huggingface_whitelist": ["some/model"]}}
+    assert runtime.settings(first) is runtime.settings(json.loads(json.dumps(first)))
+    assert runtime.settings(other).huggingface_whitelist == ["some/model"]
+    assert runtime.settings(first).huggingface_whitelist == Settings().huggingface_whitelist
+    with pytest.raises(Exception, match="policy does not have the fields"):
+        runtime.settings({"policy": {"superuser": True}})
+
+
 def test_callers_that_call_again_join_the_calls_that_waited(tmp_path, monkeypatch):
     """Continuous batching without cohorts: 4 callers whose run is answered call again, and run with
     the 4 calls that waited for that run, not in turns of 4 (the wait is long here: the queue filling
