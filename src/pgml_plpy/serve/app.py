@@ -90,11 +90,12 @@ async def listen(app, host: str, port: int, tls_cert: str | None, tls_key: str |
 
     sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     tls = {"ssl_certfile": tls_cert, "ssl_keyfile": tls_key} if tls_cert else {}
-    # No proxy-headers middleware and no Server / Date headers: work per request that no caller uses.
+    # No proxy-headers middleware and no Server header: work per request that no caller uses (the Date
+    # header stays: HTTP requires it of a server with a clock).
     server = uvicorn.Server(uvicorn.Config(app, interface="asgi3", lifespan="off", log_level="warning",
                                            access_log=False, timeout_keep_alive=KEEP_ALIVE,
                                            timeout_graceful_shutdown=5, proxy_headers=False,
-                                           server_header=False, date_header=False, **tls))
+                                           server_header=False, **tls))
     serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     while not server.started:
         if serving.done():
