@@ -10,9 +10,9 @@ line).
 HTTP/1.1 itself is h11's, the protocol engine under httpx, over the standard library's
 sockets and TLS: with httpx's asyncio client on an event loop driven in slices, a routed
 pgml.embed cost its backend 3.3 ms of CPU and importing httpx 13 MB of its PSS; this way
-1.5 ms (bench/routed_bench.py, docs/scaling.md). Connections are kept for the next call while they are idle for less
-than KEEP_IDLE seconds (under the 5 s that uvicorn and most servers keep theirs), and one
-that the runtime has closed is not used again.
+1.5 ms (bench/routed_bench.py, docs/scaling.md). Connections are kept for the next call
+while they are idle for less than KEEP_IDLE seconds (under the 5 s that uvicorn and most
+servers keep theirs), and one that the runtime has closed is not used again.
 
 Failures become one SQL error each: class 08 when the runtime cannot be reached, dies
 mid-call, does not answer in time or answers what the protocol does not allow (08P01); the

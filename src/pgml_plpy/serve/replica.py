@@ -13,7 +13,7 @@ classification tasks) that share a model and options run as one call: continuous
 where the calls that arrive while the model is busy run together as soon as it is free,
 without a window to wait for a batch to fill. But clients that call in a loop split into
 cohorts that take turns, each run half full (8 clients: runs of 4, where a run of 8 costs
-MiniLM on a CPU about as much as a run of 4, its weights read once per run). So a run that
+MiniLM on a CPU much less than two runs of 4, its weights read once per run). So a run that
 starts within the last run's time after it waits a little (GATHER of that time, at most
 GATHER_MAX) for as many calls as there were then (the last run's and those that waited for
 it): the callers just answered are likely to call again. A lone caller runs at once.
@@ -135,12 +135,13 @@ class Replica:
         """The Settings of a request's policy, built (and checked) once per policy: callers of a
         database mostly send the same one, and building them took about a sixth of the event loop's
         work per call (py-spy)."""
-        key = json.dumps(payload.get("policy"), sort_keys=True)
+        value = payload.get("policy")
+        key = json.dumps(value, sort_keys=True)
         found = self.policies.get(key)
         if found is None:
             if len(self.policies) >= MAX_POLICIES:
                 self.policies.clear()
-            found = self.policies[key] = settings_of(payload.get("policy"), **self.own)
+            found = self.policies[key] = settings_of(value, **self.own)
         return found
 
     # --------------------------------------------------------------------------------- threads
